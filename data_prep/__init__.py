@@ -1,0 +1,1 @@
+"""Data preparation: ImageNet (ILSVRC2012) to WebDataset shards with DALI index files."""

@@ -1,0 +1,106 @@
+"""Re-reads every written shard with independent readers and checks it against the manifest.
+
+Checks per shard: tar and index checksums; the sample count read back by webdataset;
+every key free of dots; `.cls` equal to the label of the `.json` wnid; every JPEG
+decodes to RGB; the index equal to the one DALI's own `wds2idx` builds from the tar.
+Per split: class totals equal the manifest's. Prints each shard's class mix.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+import webdataset as wds
+from PIL import Image
+
+from data_prep.manifest import read_manifest
+from data_prep.runner import worker_pool
+from data_prep.shard_writer import file_sha256
+
+
+def verify_output(out: Path, workers: int) -> int:
+    labels = {row["wnid"]: row["index"] for row in json.loads((out / "classes.json").read_text())}
+    splits = [d for d in sorted(out.iterdir()) if (d / "manifest.json").is_file()]
+    if not splits:
+        raise FileNotFoundError(f"{out} holds no <split>/manifest.json to verify")
+    problems = 0
+    for split_dir in splits:
+        problems += _verify_split(split_dir, labels, workers)
+    print("verify: all shards check out" if not problems else f"verify: {problems} problems")
+    return 1 if problems else 0
+
+
+def _verify_split(split_dir: Path, labels: dict[str, int], workers: int) -> int:
+    manifest = read_manifest(split_dir)
+    jobs = [(split_dir, shard, labels) for shard in manifest["shards"]]
+    with worker_pool(workers) as pool:
+        results = pool.map(verify_shard, jobs)
+    problems, totals = [], Counter()
+    for shard, (shard_problems, counts) in zip(manifest["shards"], results, strict=True):
+        problems += shard_problems
+        totals.update(counts)
+        print(f"{split_dir.name}/{shard['name']}: {_class_mix(counts)}")
+    if dict(sorted(totals.items())) != manifest["class_counts"]:
+        problems.append(f"{split_dir.name}: class totals differ from manifest.json")
+    for problem in problems:
+        print(f"PROBLEM {problem}")
+    print(f"{split_dir.name}: {sum(totals.values())} samples in {len(results)} shards, "
+          f"{len(problems)} problems")
+    return len(problems)
+
+
+def verify_shard(job) -> tuple[list[str], Counter]:
+    split_dir, shard, labels = job
+    tar, problems = split_dir / shard["name"], []
+    if file_sha256(tar) != shard["sha256"]:
+        return [f"{tar}: missing or checksum differs from manifest"], Counter()
+    if file_sha256(split_dir / shard["index"]) != shard["index_sha256"]:
+        problems.append(f"{split_dir / shard['index']}: missing or checksum differs")
+    elif (split_dir / shard["index"]).read_text() != _dali_index(tar):
+        problems.append(f"{split_dir / shard['index']}: differs from wds2idx's index")
+    counts: Counter = Counter()
+    for sample in wds.WebDataset(str(tar), shardshuffle=False, empty_check=False):
+        problems += _check_sample(tar, sample, labels)
+        counts[json.loads(sample["json"])["wnid"]] += 1
+    if sum(counts.values()) != shard["samples"]:
+        problems.append(f"{tar}: {sum(counts.values())} samples, manifest says {shard['samples']}")
+    return problems, counts
+
+
+def _check_sample(tar: Path, sample: dict, labels: dict[str, int]) -> list[str]:
+    key, where = sample["__key__"], f"{tar} sample {sample['__key__']}"
+    if "." in key or not {"jpg", "cls", "json"} <= sample.keys():
+        return [f"{where}: key has a dot or a file is missing ({sorted(sample)})"]
+    wnid = json.loads(sample["json"])["wnid"]
+    if int(sample["cls"]) != labels.get(wnid):
+        return [f"{where}: .cls {int(sample['cls'])} but {wnid} is class {labels.get(wnid)}"]
+    try:
+        image = Image.open(io.BytesIO(sample["jpg"]))
+        image.load()
+    except OSError as exc:
+        return [f"{where}: JPEG does not decode ({exc})"]
+    if image.format != "JPEG" or image.mode != "RGB":
+        return [f"{where}: stored as {image.format} {image.mode}, expected JPEG RGB"]
+    return []
+
+
+def _dali_index(tar: Path) -> str:
+    from wds2idx import IndexCreator  # ships with nvidia-dali
+
+    with tempfile.TemporaryDirectory() as tmp:
+        idx = Path(tmp) / "check.idx"
+        with IndexCreator(str(tar), str(idx), verbose=False) as creator:
+            creator.create_index()
+        return idx.read_text()
+
+
+def _class_mix(counts: Counter) -> str:
+    total = sum(counts.values())
+    if not total:
+        return "empty"
+    wnid, top = counts.most_common(1)[0]
+    return f"{total} samples, {len(counts)} classes, largest {wnid} {top / total:.0%}"

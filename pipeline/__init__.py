@@ -1,0 +1,1 @@
+"""Distributed BN-Inception training on ImageNet."""

@@ -1,0 +1,1 @@
+"""Tests of pipeline.models (a package so that tests/ is importable: distributed_helpers)."""
