@@ -1,0 +1,105 @@
+"""Train-loader images/s at 224 px: DALI (CPU here) against the webdataset fallback.
+
+    python bench/loader_throughput.py [--images 2000] [--workers 2] [--batch 64] [--epochs 3]
+                                      [--device cpu|cuda]
+
+Writes photo-sized JPEGs (500x375, ~110 KB like ImageNet's average; 200 distinct images
+repeated), shards them with data_prep/shard.py, then runs both train loaders of
+pipeline/data on the same shards, the same cores (`--workers` DALI threads or DataLoader
+processes) and the same config: random-resized crop, flip, normalize to float32
+channels_last. The first epoch warms the page cache and is not counted; each backend's
+rate is the median over `--epochs` further epochs, and the batches are only consumed.
+With `--device cuda` DALI decodes on the GPU ("mixed") and the fallback normalizes there.
+Target: DALI >= 1.5x the fallback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from data_prep import sample
+from pipeline.config import DataConfig
+from pipeline.data import build_train_loader
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def make_tree(root: Path, images: int, classes: int = 10) -> float:
+    """Photo-sized JPEGs under train/<wnid>/ plus val/, with a local synset file."""
+    rng = np.random.default_rng(0)
+    distinct = [sample.encode(sample.class_image(i % classes, rng, (500, 375)))
+                for i in range(200)]
+    wnids = [f"n{8000000 + i:08d}" for i in range(classes)]
+    (root / "LOC_synset_mapping.txt").parent.mkdir(parents=True, exist_ok=True)
+    (root / "LOC_synset_mapping.txt").write_text("".join(f"{w} class {w}\n" for w in wnids))
+    for n in range(images):
+        wnid = wnids[n % classes]
+        for split in ("train", "val") if n < classes else ("train",):
+            folder = root / split / wnid
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"{wnid}_{n}.JPEG").write_bytes(distinct[n % len(distinct)])
+    return float(np.mean([len(d) for d in distinct]))
+
+
+def shard(root: Path, out: Path) -> None:
+    command = [sys.executable, str(REPO / "data_prep" / "shard.py"), "--source", str(root),
+               "--out", str(out), "--shard-size", "250", "--workers", "2"]
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def epoch_rate(loader) -> float:
+    """Images/s of one epoch, from asking for the first batch to the last one."""
+    started, images = time.perf_counter(), 0
+    for batch, _ in loader:
+        images += batch.shape[0]
+    if batch.is_cuda:
+        torch.cuda.synchronize(batch.device)  # the GPU work is part of the rate
+    return images / (time.perf_counter() - started)
+
+
+def measure(cfg: DataConfig, epochs: int, device: torch.device) -> float:
+    loader = build_train_loader(cfg, 0, 1, device)
+    epoch_rate(loader)  # page cache, worker start-up, allocator warm-up
+    return statistics.median(epoch_rate(loader) for _ in range(epochs))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--images", type=int, default=2000)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--device", default="cpu", help="cpu, or cuda for DALI's GPU decoding")
+    args = p.parse_args()
+    device = torch.device(args.device)
+    torch.set_num_threads(1)  # the loop only consumes; leave the cores to the loaders
+    with tempfile.TemporaryDirectory() as tmp:
+        root, out = Path(tmp) / "src", Path(tmp) / "shards"
+        mean_bytes = make_tree(root, args.images)
+        shard(root, out)
+        base = DataConfig(shards=str(out), image_size=224, batch_size=args.batch,
+                          num_workers=args.workers, shuffle_buffer=512, dtype="float32",
+                          channels_last=True)
+        rates = {name: measure(replace(base, backend=name), args.epochs, device)
+                 for name in ("dali", "webdataset")}
+    print(f"{args.images} JPEGs of {mean_bytes / 1e3:.0f} KB (500x375) -> 224 px train crops, "
+          f"batch {args.batch}, {args.workers} threads/workers, median of {args.epochs} "
+          "epochs after one warm-up epoch")
+    decoder = "CPU backend" if device.type == "cpu" else "GPU decoding"
+    print(f"  DALI ({decoder})".ljust(36) + f"{rates['dali']:8.0f} img/s")
+    print("  webdataset + DataLoader workers".ljust(36) + f"{rates['webdataset']:8.0f} img/s")
+    print(f"DALI / webdataset: {rates['dali'] / rates['webdataset']:.2f}x (target >= 1.5)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""The shards of one split, checked against their manifest before anything reads them.
+
+Cheap checks only, once per loader: every listed tar and index exists, no unlisted tar
+sits beside them, each tar has the manifest's size (a truncated copy is caught here,
+not as a hang or a short epoch inside a reader thread) and each index has the manifest's
+sha256 (a stale index would make DALI read at wrong offsets). The tars themselves are
+not hashed: that is `data_prep/shard.py --verify`, minutes per terabyte.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from data_prep.manifest import read_manifest
+from data_prep.shard_writer import file_sha256
+
+
+class ShardError(ValueError):
+    """A shard, its index or a sample does not match what data_prep wrote."""
+
+
+@dataclass(frozen=True)
+class Shard:
+    name: str  # the tar's file name, e.g. train-000042.tar
+    tar: Path
+    index: Path
+    samples: int
+
+
+@dataclass(frozen=True)
+class Split:
+    name: str
+    shards: tuple[Shard, ...]  # in manifest order
+    num_samples: int
+    num_classes: int
+
+
+def load_split(root: str | Path, split: str) -> Split:
+    """The split's shards after the manifest checks; raises ShardError naming the shard."""
+    root = Path(root)
+    split_dir = root / split
+    manifest = read_manifest(split_dir)
+    shards = tuple(_checked_shard(split_dir, entry) for entry in manifest["shards"])
+    _check_listing(split_dir, split, shards)
+    total = sum(s.samples for s in shards)
+    if total != manifest["num_samples"]:
+        raise ShardError(f"{split_dir}/manifest.json: shards hold {total} samples but "
+                         f"num_samples is {manifest['num_samples']}")
+    if total == 0:
+        raise ShardError(f"{split_dir}: the manifest lists no samples")
+    return Split(split, shards, total, _num_classes(root))
+
+
+def _checked_shard(split_dir: Path, entry: dict) -> Shard:
+    tar, index = split_dir / entry["name"], split_dir / entry["index"]
+    if not tar.is_file():
+        raise ShardError(f"shard {tar} is listed in the manifest but missing")
+    size = tar.stat().st_size
+    if size != entry["bytes"]:
+        raise ShardError(f"shard {tar} has {size} bytes, the manifest says {entry['bytes']}: "
+                         "truncated or rewritten; re-copy it or rerun data_prep/shard.py")
+    digest = file_sha256(index)
+    if digest is None:
+        raise ShardError(f"index {index} of shard {entry['name']} is missing; rerun "
+                         "data_prep/shard.py to rewrite it")
+    if digest != entry["index_sha256"]:
+        raise ShardError(f"index {index} of shard {entry['name']} is stale: its sha256 differs "
+                         "from the manifest's index_sha256; rerun data_prep/shard.py")
+    return Shard(entry["name"], tar, index, int(entry["samples"]))
+
+
+def _check_listing(split_dir: Path, split: str, shards: tuple[Shard, ...]) -> None:
+    """A tar beside the listed ones means the manifest and the folder disagree."""
+    present = {p.name for p in split_dir.glob(f"{split}-*.tar")}
+    extra = sorted(present - {s.name for s in shards})
+    if extra:
+        raise ShardError(f"{split_dir} holds shards the manifest does not list: "
+                         f"{', '.join(extra[:5])}; the shard list does not match the manifest")
+
+
+def _num_classes(root: Path) -> int:
+    path = root / "classes.json"
+    if not path.is_file():
+        raise ShardError(f"{path} is missing: run data_prep/shard.py to write {root}")
+    return len(json.loads(path.read_text()))
