@@ -1,0 +1,211 @@
+"""Checkpoints: a folder per step, written by every rank, made visible by one rename.
+
+    checkpoints = Checkpointer(run_dir, cfg.checkpoint, env)
+    folder = checkpoints.find_resume()          # newest valid one, or None
+    if folder: checkpoints.load(folder, engine, loader, state)
+    checkpoints.save(engine, loader, state)     # collective: every rank calls it
+
+runs/<name>/checkpoints/step-00001200/
+    meta.json        written last: step, epoch, val top-1, every file's size and sha256
+    engine.pt        DDP: model, optimizer, scaler (rank 0) | deepspeed/: DeepSpeed's save
+    trainer.pt       step, epoch, best top-1, W&B run id, resolved config
+    rank-00003.pt    per rank: the train loader's position (DALI reader state) and RNGs
+
+Ranks write into `step-N.partial/`; after a barrier rank 0 syncs the files to disk,
+hashes them into meta.json and renames the folder, so a crash at any moment leaves
+either a complete checkpoint or a `.partial` folder that the next start deletes. A
+checkpoint whose files no longer match meta.json is skipped on resume with a message.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from data_prep.shard_writer import file_sha256
+from pipeline.config import CheckpointConfig
+from pipeline.data import TrainLoader
+from pipeline.dist import DistEnv
+from pipeline.engines import Engine
+
+log = logging.getLogger(__name__)
+META, TRAINER = "meta.json", "trainer.pt"
+PARTIAL = ".partial"
+
+
+@dataclass
+class TrainState:
+    """What the loop counts, saved with every checkpoint."""
+
+    step: int = 0  # optimizer steps done; the epoch is step // steps_per_epoch
+    best_top1: float | None = None
+    wandb_id: str | None = None
+
+
+class CheckpointError(RuntimeError):
+    pass
+
+
+class Checkpointer:
+    def __init__(self, run_dir: Path, cfg: CheckpointConfig, env: DistEnv):
+        self.dir, self.cfg, self.env = run_dir / "checkpoints", cfg, env
+        if env.is_main:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            for stale in self.dir.glob(f"*{PARTIAL}"):  # a save that a crash interrupted
+                shutil.rmtree(stale)
+        dist.barrier()
+
+    def save(self, engine: Engine, loader: TrainLoader, state: TrainState,
+             extra: dict[str, Any], top1: float | None = None) -> Path:
+        """Collective. `extra` (config, derived values) goes into trainer.pt; `top1` is the
+        val accuracy at this step, if it was evaluated (the best one is never pruned)."""
+        final = self.dir / f"step-{state.step:08d}"
+        tmp = final.with_name(final.name + PARTIAL)
+        if self.env.is_main:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+        dist.barrier()
+        engine.save(tmp)
+        _save(tmp / f"rank-{self.env.rank:05d}.pt",
+              {"loader": loader.state_dict(), "rng": rng_state()})
+        if self.env.is_main:
+            _save(tmp / TRAINER, {"state": asdict(state), **extra})
+        dist.barrier()
+        if self.env.is_main:
+            _publish(tmp, final, {"step": state.step, "top1": top1})
+            self._prune(state)
+        dist.barrier()
+        return final
+
+    def find_resume(self) -> Path | None:
+        """The checkpoint to resume from (rank 0 decides, every rank gets its answer)."""
+        choice = [None]
+        if self.env.is_main and self.cfg.resume != "none":
+            folder = self._choose()
+            choice[0] = str(folder) if folder else None
+        dist.broadcast_object_list(choice, src=0)
+        return Path(choice[0]) if choice[0] else None
+
+    def load(self, folder: Path, engine: Engine, loader: TrainLoader) -> dict[str, Any]:
+        """Restores the engine, this rank's loader position and RNGs; returns trainer.pt."""
+        engine.load(folder)
+        trainer = torch.load(folder / TRAINER, map_location="cpu", weights_only=False)
+        own = folder / f"rank-{self.env.rank:05d}.pt"
+        ranks = own if own.is_file() else folder / "rank-00000.pt"  # the world size changed
+        saved = torch.load(ranks, map_location="cpu", weights_only=False)
+        loader.load_state_dict(saved["loader"])  # another rank's state: skip, or a clear error
+        if ranks == own:
+            set_rng_state(saved["rng"], self.env.device)
+        return trainer
+
+    def _choose(self) -> Path | None:
+        if self.cfg.resume != "auto":
+            folder = Path(self.cfg.resume)
+            problem = validate(folder)
+            if problem:
+                raise CheckpointError(f"checkpoint.resume = {folder}: {problem}")
+            return folder
+        problems = []
+        for folder in sorted(self.dir.glob("step-*[0-9]"), reverse=True):
+            problem = validate(folder)
+            if problem is None:
+                if problems:
+                    log.warning("resuming from %s, the newest valid checkpoint", folder.name)
+                return folder
+            log.warning("checkpoint %s is damaged (%s); trying the previous one", folder, problem)
+            problems.append(f"{folder.name}: {problem}")
+        if problems:
+            raise CheckpointError(f"every checkpoint in {self.dir} is damaged: "
+                                  f"{'; '.join(problems)}. Move them away to start afresh.")
+        return None
+
+    def _prune(self, state: TrainState) -> None:
+        """Keeps the newest `keep_last` checkpoints and the best one."""
+        done = sorted(self.dir.glob("step-*[0-9]"))
+        metas = {f: _read_meta(f) for f in done}
+        scored = [f for f in done if (metas[f] or {}).get("top1") is not None]
+        best = max(scored, key=lambda f: metas[f]["top1"], default=None)
+        for folder in done[: -self.cfg.keep_last]:
+            if folder != best:
+                shutil.rmtree(folder)
+
+
+def validate(folder: Path) -> str | None:
+    """None when every file listed in meta.json is there with its size and sha256."""
+    meta = _read_meta(folder)
+    if meta is None:
+        return f"{META} is missing or unreadable"
+    for name, (size, digest) in meta["files"].items():
+        path = folder / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != size:
+            return f"{name} has {path.stat().st_size} bytes, {META} says {size}"
+        if file_sha256(path) != digest:
+            return f"{name} does not match its sha256"
+    return None
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(),
+             "torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(state: dict[str, Any], device: torch.device) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def _save(path: Path, obj: Any) -> None:
+    with open(path, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _publish(tmp: Path, final: Path, meta: dict[str, Any]) -> None:
+    """Sync every file, hash it into meta.json, then rename: the checkpoint exists."""
+    files = {}
+    for path in sorted(p for p in tmp.rglob("*") if p.is_file()):
+        _fsync(path)
+        files[str(path.relative_to(tmp))] = (path.stat().st_size, file_sha256(path))
+    meta = {**meta, "files": files}
+    with open(tmp / META, "w") as f:
+        json.dump(meta, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    if final.exists():  # the same step saved again after a resume
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    _fsync(final.parent)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _read_meta(folder: Path) -> dict | None:
+    try:
+        return json.loads((folder / META).read_text())
+    except (OSError, ValueError):
+        return None

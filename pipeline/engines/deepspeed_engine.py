@@ -1,0 +1,69 @@
+"""DeepSpeed (ZeRO stage 0/1/2) with its torch_autocast section: fp32 weights and BN."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import deepspeed
+import torch
+from torch import nn
+
+from pipeline.config import Config
+from pipeline.dist import DistEnv
+from pipeline.engines import criterion
+from pipeline.optim import build_optimizer
+from pipeline.resolve import Derived
+
+TAG = "deepspeed"  # the sub-folder DeepSpeed's collective save writes
+
+
+def deepspeed_config(cfg: Config, run: Derived) -> dict:
+    """The DeepSpeed config the run's own config implies (logged with the run)."""
+    amp = cfg.precision.autocast != "float32"
+    return {
+        "train_batch_size": run.global_batch,
+        "train_micro_batch_size_per_gpu": run.per_gpu_batch,
+        "gradient_accumulation_steps": run.accumulation,
+        "gradient_clipping": cfg.optim.grad_clip,
+        "zero_optimization": {"stage": cfg.dist.zero_stage},
+        "zero_allow_untested_optimizer": True,  # our SGD/LARS rather than DeepSpeed's own
+        "torch_autocast": {"enabled": amp, "dtype": cfg.precision.autocast},
+        "steps_per_print": 2**31 - 1,  # the trainer logs; DeepSpeed stays quiet
+    }
+
+
+class DeepSpeedEngine:
+    def __init__(self, model: nn.Module, cfg: Config, run: Derived, env: DistEnv):
+        self.module, self.env = model, env
+        logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
+        deepspeed.init_distributed(dist_backend=env.backend, auto_mpi_discovery=False)
+        # DeepSpeed broadcasts and flattens parameters as plain contiguous memory; the
+        # convs still run NHWC when the images are channels_last (PyTorch follows the input).
+        model = model.to(memory_format=torch.contiguous_format)
+        self.model, self.optimizer, _, _ = deepspeed.initialize(
+            model=model, optimizer=build_optimizer(model, cfg.optim, run.lr),
+            config=deepspeed_config(cfg, run), dist_init_required=False)
+        self.criterion = criterion(cfg)
+
+    def forward_backward(self, images: torch.Tensor, labels: torch.Tensor,
+                         boundary: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        # DeepSpeed divides by the accumulation steps and reduces on the boundary only.
+        self.model.set_gradient_accumulation_boundary(boundary)
+        logits = self.model(images)  # under autocast when torch_autocast is enabled
+        loss = self.criterion(logits, labels)
+        self.model.backward(loss)
+        return loss.detach(), logits.detach()
+
+    def step(self) -> None:
+        self.model.step()  # clipping, the fp16 scaler and zero_grad happen inside
+
+    def save(self, folder: Path) -> None:
+        """DeepSpeed's collective save; every rank writes its part."""
+        self.model.save_checkpoint(str(folder), tag=TAG, save_latest=False)
+
+    def load(self, folder: Path) -> None:
+        path, _ = self.model.load_checkpoint(str(folder), tag=TAG, load_optimizer_states=True,
+                                             load_lr_scheduler_states=False)
+        if path is None:
+            raise FileNotFoundError(f"{folder / TAG}: no DeepSpeed checkpoint there")

@@ -1,0 +1,73 @@
+"""Stopping together: preemption signals and non-finite losses, agreed on by all ranks.
+
+    stop = StopAgreement(env)                 # installs SIGUSR1/SIGTERM handlers
+    verdict = stop.poll(step, loss)           # once per optimizer step, every rank
+    if verdict.preempted: save, then sys.exit(REQUEUE_EXIT_CODE)
+    if verdict.bad_step is not None: raise NonFiniteLoss(...)
+
+A signal reaches some ranks, not all (SLURM signals the tasks of one node first; torchrun
+forwards to its own children only). Each poll all-reduces this rank's flags with MAX, so
+every rank learns of a signal or a NaN/Inf loss on any rank at the same step and they
+stop at the same step boundary. The reduction of step t is read at step t+1: the host
+never waits for the GPU's current step, only for the one before it.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from pipeline.dist import DistEnv
+
+log = logging.getLogger(__name__)
+REQUEUE_EXIT_CODE = 75  # EX_TEMPFAIL: "try again"; slurm/ scripts requeue the job on it
+SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
+
+
+class NonFiniteLoss(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Verdict:
+    preempted: bool = False
+    bad_step: int | None = None  # the first step whose loss was NaN/Inf on some rank
+
+
+class StopAgreement:
+    def __init__(self, env: DistEnv):
+        self.env, self.signalled = env, None
+        self._pending: tuple[int, torch.Tensor, dist.Work | None] | None = None
+        for sig in SIGNALS:
+            signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum: int, _frame) -> None:
+        # Only a flag: the loop acts on it at the next step boundary, with all ranks.
+        self.signalled = signal.Signals(signum).name
+
+    def poll(self, step: int, loss: torch.Tensor) -> Verdict:
+        """Starts the reduction of this step's flags; returns the previous step's verdict."""
+        verdict = self._collect()
+        flags = torch.stack([torch.tensor(float(self.signalled is not None), device=loss.device),
+                             (~torch.isfinite(loss)).float()])
+        self._pending = (step, flags, dist.all_reduce(flags, dist.ReduceOp.MAX, async_op=True))
+        return verdict
+
+    def settle(self) -> Verdict:
+        """The verdict on every step so far (before a checkpoint: never save a NaN)."""
+        return self._collect()
+
+    def _collect(self) -> Verdict:
+        if self._pending is None:
+            return Verdict()
+        step, flags, work = self._pending
+        self._pending = None
+        work.wait()
+        preempted, bad = (bool(v) for v in flags.tolist())
+        if preempted and self.signalled is None:
+            self.signalled = "another rank's signal"
+        return Verdict(preempted, step if bad else None)
