@@ -5,8 +5,9 @@
 
 Ranks sum loss and correct counts over their real samples (`valid` masks the padding of
 the last batches), then one all-reduce gives the totals; the image count is checked
-against the val set, so a wrong top-1 cannot pass silently. BN runs in eval mode on its
-running statistics, which never communicates.
+against the val set, so a wrong top-1 cannot pass silently. BN runs in eval mode on rank
+0's running statistics (broadcast first: with per-GPU or per-node BN they differ), and
+never communicates in the forward.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ def evaluate(model: nn.Module, loader: ValLoader, amp_dtype: torch.dtype | None)
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
+    for buffer in model.buffers():  # per-GPU/node BN statistics differ: all use rank 0's
+        dist.broadcast(buffer, src=0)
     sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, top-1, top-5, images
     for images, labels, valid in loader:
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):

@@ -46,10 +46,12 @@ def build_engine(model: nn.Module, cfg: Config, run: Derived, env: DistEnv) -> E
 
 
 def criterion(cfg: Config):
-    """Cross-entropy in fp32 (logits are upcast), with the configured label smoothing."""
+    """Cross-entropy in at least fp32 (bf16/fp16 logits are upcast), with the configured
+    label smoothing."""
     smoothing = cfg.optim.label_smoothing
 
     def loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return nn.functional.cross_entropy(logits.float(), labels, label_smoothing=smoothing)
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+        return nn.functional.cross_entropy(logits, labels, label_smoothing=smoothing)
 
     return loss

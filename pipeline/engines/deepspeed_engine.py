@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import deepspeed
@@ -37,6 +38,10 @@ class DeepSpeedEngine:
     def __init__(self, model: nn.Module, cfg: Config, run: Derived, env: DistEnv):
         self.module, self.env = model, env
         logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
+        # DeepSpeed reads these even with the process group up; srun does not set them.
+        for name, value in (("RANK", env.rank), ("WORLD_SIZE", env.world_size),
+                            ("LOCAL_RANK", env.local_rank)):
+            os.environ.setdefault(name, str(value))
         deepspeed.init_distributed(dist_backend=env.backend, auto_mpi_discovery=False)
         # DeepSpeed broadcasts and flattens parameters as plain contiguous memory; the
         # convs still run NHWC when the images are channels_last (PyTorch follows the input).

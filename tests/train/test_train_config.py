@@ -1,0 +1,60 @@
+"""The whole config tree: recipes load, bad keys and values are errors that name them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from omegaconf.errors import ConfigKeyError, ValidationError
+
+from pipeline.config import Config, describe_tree, load_config
+from pipeline.train import main
+
+REPO = Path(__file__).resolve().parents[2]
+RECIPES = sorted((REPO / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)
+def test_every_recipe_loads(recipe):
+    cfg = load_config(recipe, ["data.shards=/data/shards"])
+    assert cfg.name and cfg.data.shards == "/data/shards"
+
+
+def test_recipes_exist():
+    assert {"bn_inception.yaml", "smoke_cpu.yaml"} <= {p.name for p in RECIPES}
+
+
+@pytest.mark.parametrize("override, error, named", [
+    ("optim.base_lrr=0.1", ConfigKeyError, "base_lrr"),
+    ("schedule.epochs=ninety", ValidationError, "epochs"),
+    ("precision.deterministic=maybe", ValidationError, "deterministic"),
+    ("optim.name=adam", ValueError, "optim.name"),
+    ("schedule.decay=linear", ValueError, "schedule.decay"),
+    ("model.sync_bn=rack", ValueError, "model.sync_bn"),
+    ("dist.zero_stage=3", ValueError, "dist.zero_stage"),
+    ("schedule.milestones=[60,30]", ValueError, "schedule.milestones"),
+])
+def test_bad_keys_and_values_name_the_key(override, error, named):
+    with pytest.raises(error, match=named):
+        load_config(None, ["data.shards=/data/shards", override])
+
+
+def test_the_command_line_reports_config_errors_without_a_traceback(capsys):
+    assert main(["data.shards=/x", "optim.momentun=0.9"]) == 2
+    assert "config error" in capsys.readouterr().err
+
+
+def test_a_missing_shards_folder_is_a_clear_error(tmp_path, capsys):
+    status = main(["--config", str(REPO / "configs" / "smoke_cpu.yaml"),
+                   f"data.shards={tmp_path / 'nowhere'}", f"runs_dir={tmp_path / 'runs'}"])
+    assert status == 1
+    log = (tmp_path / "runs" / "smoke_cpu" / "logs" / "rank-00000.log").read_text()
+    assert f"{tmp_path / 'nowhere' / 'train'}" in log and "data_prep/shard.py" in log
+
+
+def test_describe_lists_every_key_with_help():
+    lines = describe_tree(Config).splitlines()
+    assert "optim.base_lr = 0.1: learning rate at reference_batch (Goyal et al.: 0.1 per " \
+           "256)" in lines
+    assert all(line.split(": ", 1)[1] for line in lines if not line.startswith("data.shards"))
+    assert len(lines) == 73
