@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +57,7 @@ def _start_wandb(cfg: Config, run_dir: Path, state: TrainState, derived: dict[st
     from omegaconf import OmegaConf
 
     if state.wandb_id is None:
-        state.wandb_id = wandb.util.generate_id()
+        state.wandb_id = secrets.token_hex(4)  # W&B's id format: 8 lowercase characters
     config = {**OmegaConf.to_container(OmegaConf.create(to_yaml(cfg))), "derived": derived}
     run = wandb.init(project=cfg.log.project, entity=cfg.log.entity or None, name=cfg.name,
                      id=state.wandb_id, resume="allow", mode=cfg.log.wandb, dir=str(run_dir),

@@ -23,9 +23,9 @@ import torch
 from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
-from pipeline.checkpoint import Checkpointer, TrainState
+from pipeline.checkpoint import Checkpointer, CheckpointError, TrainState
 from pipeline.config import Config, ModelConfig, describe_tree, load_config, to_yaml
-from pipeline.data import build_train_loader, build_val_loader
+from pipeline.data import ShardError, build_train_loader, build_val_loader
 from pipeline.data.epochs import derive_seed
 from pipeline.dist import DistEnv, init_distributed, shutdown
 from pipeline.engines import AMP_DTYPES, build_engine
@@ -226,6 +226,9 @@ def main(argv: list[str] | None = None) -> int:
     env = init_distributed(cfg.dist)
     try:
         status = Trainer(cfg, env).fit()
+    except (NonFiniteLoss, ShardError, CheckpointError) as err:  # explained in the message
+        log.error("%s: %s", type(err).__name__, err)
+        return 1
     except Exception:
         log.exception("rank %d failed (a collective that fails or times out usually means "
                       "another rank died first: see every rank's log in %s/logs)",

@@ -42,7 +42,10 @@ def test_two_runs_with_other_worker_counts_are_byte_identical(source, reference,
 def test_interrupted_run_resumes_to_the_same_bytes(source, reference, tmp_path, stop, workers):
     command = [sys.executable, str(SHARD_SCRIPT), "--source", str(source), "--out",
                str(tmp_path), "--workers", str(workers), *ARGS]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # A shell that starts jobs in the background makes them ignore SIGINT (and exec keeps
+    # that); a terminal's Ctrl-C reaches a process that does not: undo it in the child.
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     _wait_for_records(tmp_path / "train" / "records", 3, process)
     process.send_signal(stop)
     process.wait(timeout=60)

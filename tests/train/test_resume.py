@@ -1,0 +1,94 @@
+"""Resumed training is exact: a run stopped mid-epoch (SIGKILL of one rank, or SIGTERM with
+its requeue status) and started again ends with the very same weights, optimizer state
+and BN statistics as an uninterrupted run. 2 ranks, gloo, real processes."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+
+import pytest
+from run_helpers import assert_same_tensors, checkpoints, launch, state_at, wait_for
+
+from pipeline.preemption import REQUEUE_EXIT_CODE
+
+STEPS = 12  # of 25 per epoch (400 images / (2 ranks x 8)): every stop is mid-epoch
+
+
+def overrides(shards, runs, name: str, engine: str = "ddp") -> list[str]:
+    return [f"data.shards={shards}", f"runs_dir={runs}", f"name={name}", "data.batch_size=8",
+            f"schedule.epochs={STEPS / 25}", "checkpoint.every_steps=4", "log.every_steps=2",
+            "eval.every_epochs=0", "dist.timeout_s=60", f"dist.engine={engine}",
+            "data.color_jitter=0.2"]
+
+
+@pytest.fixture(scope="module")
+def reference(sample_shards, tmp_path_factory):
+    """reference(engine): the folder of an uninterrupted run, checkpoints at 4, 8 and 12."""
+    made = {}
+
+    def run(engine: str):
+        if engine not in made:
+            runs = tmp_path_factory.mktemp(f"reference-{engine}")
+            job = launch(overrides(sample_shards, runs, "run", engine), 2, runs / "logs")
+            assert job.wait() == [0, 0], job.text()
+            assert checkpoints(runs / "run") == [4, 8, 12]
+            made[engine] = runs / "run"
+        return made[engine]
+
+    return run
+
+
+def test_sigkill_of_one_rank_then_resume_is_exact(reference, sample_shards, tmp_path):
+    expected = reference("ddp")
+    args = overrides(sample_shards, tmp_path, "run")
+    job = launch(args, 2, tmp_path / "logs")
+    wait_for(tmp_path / "run" / "checkpoints" / "step-00000004", job)
+    job.signal(1, signal.SIGKILL)
+    codes = job.wait(timeout=120)
+    assert codes[1] == -signal.SIGKILL
+    assert codes[0] == 1, job.text()  # the survivor fails loudly instead of hanging
+    assert "another rank died" in job.outputs[0].read_text()
+    stopped_at = checkpoints(tmp_path / "run")[-1]
+    assert 4 <= stopped_at < STEPS
+
+    resumed = launch(args, 2, tmp_path / "logs")
+    assert resumed.wait() == [0, 0], resumed.text()
+    assert f"resumed from {tmp_path / 'run' / 'checkpoints'}" in resumed.outputs[0].read_text()
+    assert_same_tensors(state_at(tmp_path / "run", STEPS), state_at(expected, STEPS))
+
+
+@pytest.mark.parametrize("engine", ["ddp", "deepspeed"])
+def test_sigterm_checkpoints_every_rank_and_asks_for_a_requeue(reference, sample_shards,
+                                                                 tmp_path, engine):
+    expected = reference(engine)
+    args = overrides(sample_shards, tmp_path, "run", engine)
+    job = launch(args, 2, tmp_path / "logs")
+    wait_for(tmp_path / "run" / "checkpoints" / "step-00000004", job)
+    job.signal(0, signal.SIGTERM)  # one rank only: the other learns it at the next step
+    assert job.wait(timeout=120) == [REQUEUE_EXIT_CODE] * 2, job.text()
+    stopped_at = checkpoints(tmp_path / "run")[-1]
+    assert 4 < stopped_at < STEPS  # a checkpoint at the step where they stopped
+    assert "stopping at step" in job.outputs[1].read_text()
+
+    resumed = launch(args, 2, tmp_path / "logs")
+    assert resumed.wait() == [0, 0], resumed.text()
+    assert f"at step {stopped_at}" in resumed.outputs[0].read_text()
+    assert_same_tensors(state_at(tmp_path / "run", STEPS), state_at(expected, STEPS))
+
+
+def test_a_damaged_newest_checkpoint_is_skipped_with_a_message(reference, sample_shards,
+                                                               tmp_path):
+    expected = reference("ddp")
+    shutil.copytree(expected, tmp_path / "run")
+    engine_file = tmp_path / "run" / "checkpoints" / "step-00000012" / "engine.pt"
+    data = bytearray(engine_file.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte, same size
+    engine_file.write_bytes(bytes(data))
+
+    job = launch(overrides(sample_shards, tmp_path, "run"), 2, tmp_path / "logs")
+    assert job.wait() == [0, 0], job.text()
+    log = job.outputs[0].read_text()
+    assert "step-00000012 is damaged (engine.pt does not match its sha256)" in log
+    assert "resuming from step-00000008" in log
+    assert_same_tensors(state_at(tmp_path / "run", STEPS), state_at(expected, STEPS))

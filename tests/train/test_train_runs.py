@@ -1,0 +1,92 @@
+"""Whole training runs: learning under torchrun, srun on the local SLURM cluster, a
+diverging loss, W&B offline across a resume, and what the run folder holds."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from run_helpers import REPO, SMOKE, checkpoints, launch
+
+from pipeline.config import load_config
+
+
+def records(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_a_small_run_learns_under_torchrun(sample_shards, tmp_path):
+    """Two epochs on 2 CPU ranks (about a minute): far above the 10% of chance."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+               "-m", "pipeline.train", "--config", str(SMOKE), f"data.shards={sample_shards}",
+               f"runs_dir={tmp_path}", "name=learn", "data.batch_size=8", "schedule.epochs=2",
+               "eval.precise_bn_batches=4"]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600,
+                          env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    run_dir = tmp_path / "learn"
+    train = [r for r in records(run_dir) if "train/loss" in r]
+    val = [r for r in records(run_dir) if "val/top1" in r]
+    assert [r["step"] for r in val] == [25, 50] and {r["val/images"] for r in val} == {100}
+    assert train[-1]["train/top1"] > 0.5 and val[-1]["val/top1"] > 0.5
+    assert train[-1]["train/loss"] < 0.6 * train[0]["train/loss"]
+    assert all(r["images_per_s"] > 0 and 0 <= r["data_wait_fraction"] < 1 for r in train)
+    derived = json.loads((run_dir / "derived.json").read_text())
+    assert (derived["world_size"], derived["global_batch"], derived["steps_per_epoch"]) == (
+        2, 16, 25)
+    assert load_config(run_dir / "config.yaml").data.batch_size == 8  # the resolved tree
+    assert checkpoints(run_dir) == [25, 50]
+    assert sorted(p.name for p in (run_dir / "logs").iterdir()) == ["rank-00000.log",
+                                                                    "rank-00001.log"]
+
+
+def test_srun_on_two_nodes_trains(slurm_cluster, sample_shards, tmp_path):
+    script = tmp_path / "train.sh"
+    script.write_text(
+        "#!/bin/bash\n"
+        f"cd {REPO}\n"
+        f"srun --export=ALL,OMP_NUM_THREADS=1 {sys.executable} -m pipeline.train "
+        f"--config {SMOKE} data.shards={sample_shards} runs_dir={tmp_path} name=srun "
+        "data.batch_size=8 schedule.epochs=0.24 eval.every_epochs=0\n")
+    job = subprocess.run(["sbatch", "--wait", f"--output={tmp_path}/job.out", "--nodes=2",
+                          "--ntasks-per-node=1", str(script)],
+                         capture_output=True, text=True, timeout=300)
+    log = (tmp_path / "srun" / "logs" / "rank-00000.log").read_text()
+    assert job.returncode == 0, log + (tmp_path / "job.out").read_text()
+    assert "slurm launch, rank 0 of 2, local rank 0" in log
+    assert checkpoints(tmp_path / "srun") == [6]
+
+
+def test_a_diverging_loss_stops_with_the_step_and_the_last_good_checkpoint(sample_shards,
+                                                                          tmp_path):
+    job = launch([f"data.shards={sample_shards}", f"runs_dir={tmp_path}", "name=nan",
+                  "optim.base_lr=1e8", "schedule.warmup_epochs=0", "checkpoint.every_steps=1",
+                  "schedule.epochs=1"], 1, tmp_path / "logs")
+    assert job.wait() == [1], job.text()
+    log = (tmp_path / "nan" / "logs" / "rank-00000.log").read_text()
+    bad = int(re.search(r"NonFiniteLoss: the loss was NaN or Inf at step (\d+);", log)[1])
+    good = checkpoints(tmp_path / "nan")
+    assert good and good[-1] < bad and f"step-{good[-1]:08d}. Lower optim.base_lr" in log
+    state = torch.load(tmp_path / "nan" / "checkpoints" / f"step-{good[-1]:08d}" / "engine.pt",
+                       weights_only=True)
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
+
+
+def test_wandb_offline_keeps_one_run_across_a_resume(sample_shards, tmp_path):
+    args = [f"data.shards={sample_shards}", f"runs_dir={tmp_path}", "name=wb", "log.wandb=offline",
+            "eval.every_epochs=0"]
+    env = {"WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    first = launch([*args, "schedule.epochs=0.2"], 1, tmp_path / "logs", env)
+    assert first.wait() == [0], first.text()
+    second = launch([*args, "schedule.epochs=0.4"], 1, tmp_path / "logs", env)
+    assert second.wait() == [0], second.text()
+    trainer = torch.load(tmp_path / "wb" / "checkpoints" / "step-00000010" / "trainer.pt",
+                         weights_only=False)
+    runs = sorted((tmp_path / "wb" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2 and {r.name.rsplit("-", 1)[1] for r in runs} == {
+        trainer["state"]["wandb_id"]}
+    assert checkpoints(tmp_path / "wb") == [5, 10]
