@@ -2,6 +2,7 @@
 
     python bench/train_throughput.py [--device cpu|cuda] [--size 224] [--batch 128]
                                      [--steps 50] [--autocast bfloat16] [--engine ddp]
+                                     [--workers 4] [--rounds 3]
 
 Builds the trainer's pieces exactly as pipeline/train.py does (one rank: config, DALI
 train loader, BN-Inception with the synchronized-BN conversion, the DDP or DeepSpeed
@@ -16,6 +17,7 @@ cuda it also prints peak GPU memory.
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -69,13 +71,14 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=None, help="50 on a GPU, 8 on the CPU")
     p.add_argument("--autocast", default=None, help="bfloat16 on a GPU, float32 on the CPU")
     p.add_argument("--engine", default="ddp", choices=["ddp", "deepspeed"])
-    p.add_argument("--workers", type=int, default=4)
+    p.add_argument("--workers", type=int, default=4, help="DALI threads")
+    p.add_argument("--rounds", type=int, default=3, help="alternating rounds; medians")
     args = p.parse_args()
     gpu = args.device == "cuda"
     size, batch = args.size or (224 if gpu else 128), args.batch or (128 if gpu else 16)
     steps, autocast = args.steps or (50 if gpu else 8), args.autocast or (
         "bfloat16" if gpu else "float32")
-    images_needed = batch * (steps + WARMUP) * 2
+    images_needed = batch * (steps + WARMUP) * 2  # an epoch outlasts a round
     with tempfile.TemporaryDirectory() as tmp:
         root, out = Path(tmp) / "src", Path(tmp) / "shards"
         make_tree(root, max(1000, images_needed))
@@ -93,12 +96,17 @@ def main() -> None:
                               run, env)
         set_lr(engine.optimizer, 0.01)
         images, labels = next(iter(loader))
-        rates = {"synthetic": timed_steps(engine, synthetic(images, labels), steps, env.device)}
-        loader.set_epoch(1)
-        rates["shards"] = timed_steps(engine, iter(loader), steps, env.device)
+        measured = {"synthetic": [], "shards": []}
+        for epoch in range(1, args.rounds + 1):  # alternated, so drift hits both alike
+            measured["synthetic"].append(
+                timed_steps(engine, synthetic(images, labels), steps, env.device))
+            loader.set_epoch(epoch)
+            measured["shards"].append(timed_steps(engine, iter(loader), steps, env.device))
+        rates = {name: statistics.median(values) for name, values in measured.items()}
         shutdown(env)
     print(f"BN-Inception, {args.engine}, {size} px, batch {batch}, {autocast}, "
-          f"channels_last, {steps} timed steps after {WARMUP}, device {env.device}")
+          f"channels_last, {args.workers} DALI threads, device {env.device}: median of "
+          f"{args.rounds} alternating rounds of {steps} timed steps (after {WARMUP})")
     for name, label in (("synthetic", "one batch kept on the device"),
                         ("shards", "DALI loader over the shards")):
         print(f"  {label}".ljust(36) + f"{rates[name]:9.1f} img/s")

@@ -83,7 +83,7 @@ class Checkpointer:
         dist.barrier()
         if self.env.is_main:
             _publish(tmp, final, {"step": state.step, "top1": top1})
-            self._prune(state)
+            prune(self.dir, self.cfg.keep_last)
         dist.barrier()
         return final
 
@@ -129,15 +129,17 @@ class Checkpointer:
                                   f"{'; '.join(problems)}. Move them away to start afresh.")
         return None
 
-    def _prune(self, state: TrainState) -> None:
-        """Keeps the newest `keep_last` checkpoints and the best one."""
-        done = sorted(self.dir.glob("step-*[0-9]"))
-        metas = {f: _read_meta(f) for f in done}
-        scored = [f for f in done if (metas[f] or {}).get("top1") is not None]
-        best = max(scored, key=lambda f: metas[f]["top1"], default=None)
-        for folder in done[: -self.cfg.keep_last]:
-            if folder != best:
-                shutil.rmtree(folder)
+
+def prune(folder: Path, keep_last: int) -> list[Path]:
+    """Deletes all but the newest `keep_last` checkpoints and the best one (by val top-1
+    in meta.json); returns what it kept."""
+    done = sorted(folder.glob("step-*[0-9]"))
+    scores = {f: (_read_meta(f) or {}).get("top1") for f in done}
+    best = max((f for f in done if scores[f] is not None), key=scores.get, default=None)
+    for old in done[:-keep_last]:
+        if old != best:
+            shutil.rmtree(old)
+    return [f for f in done if f.exists()]
 
 
 def validate(folder: Path) -> str | None:
