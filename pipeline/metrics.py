@@ -27,9 +27,8 @@ class StepMeter:
         self.wait_s, self.started = 0.0, time.perf_counter()
 
     def add_batch(self, loss: torch.Tensor, correct: torch.Tensor) -> None:
-        row = torch.stack([loss.double(), correct.sum(), torch.tensor(
-            float(correct.numel()), dtype=torch.float64, device=loss.device),
-            torch.ones((), dtype=torch.float64, device=loss.device)])
+        count = torch.full((), float(correct.numel()), dtype=torch.float64, device=loss.device)
+        row = torch.stack([loss.double(), correct.sum(), count, torch.ones_like(count)])
         self.sums = row if self.sums is None else self.sums + row
         self.wait_s += self.loader.last_wait_s
 

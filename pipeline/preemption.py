@@ -52,8 +52,8 @@ class StopAgreement:
     def poll(self, step: int, loss: torch.Tensor) -> Verdict:
         """Starts the reduction of this step's flags; returns the previous step's verdict."""
         verdict = self._collect()
-        flags = torch.stack([torch.tensor(float(self.signalled is not None), device=loss.device),
-                             (~torch.isfinite(loss)).float()])
+        signalled = torch.full((), float(self.signalled is not None), device=loss.device)
+        flags = torch.stack([signalled, (~torch.isfinite(loss)).float()])  # no host copy
         self._pending = (step, flags, dist.all_reduce(flags, dist.ReduceOp.MAX, async_op=True))
         return verdict
 

@@ -17,7 +17,7 @@ import argparse
 import logging
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import replace
 
 import torch
 from omegaconf.errors import OmegaConfBaseException
@@ -47,7 +47,7 @@ class Trainer:
     def __init__(self, cfg: Config, env: DistEnv):
         self.cfg, self.env = cfg, env
         self.run_dir = prepare_run_dir(cfg, env)
-        seed_everything(cfg, env)
+        seed_everything(cfg)
         self.train_loader = build_train_loader(cfg.data, env.rank, env.world_size, env.device)
         self.val_loader = build_val_loader(cfg.data, env.rank, env.world_size, env.device)
         self.run = resolve(cfg, env.world_size, self.train_loader.split.num_samples,
@@ -62,9 +62,16 @@ class Trainer:
         self.tracker = Tracker(cfg, self.run_dir, env, self.state, self.run.as_dict())
         self.stop = StopAgreement(env)
         self.last_checkpoint = None
+        self.bn_loader = None  # precise BN's own train loader, made when first needed
 
     def fit(self) -> int:
         """Trains to run.total_steps; returns the process exit status."""
+        try:
+            return self.train_to_the_end()
+        finally:
+            self.tracker.close()
+
+    def train_to_the_end(self) -> int:
         run = self.run
         while self.state.step < run.total_steps:
             epoch = self.state.step // run.steps_per_epoch
@@ -78,7 +85,6 @@ class Trainer:
             top1 = self.validate() if due else None
             if epoch_done or last:
                 self.save(top1)
-        self.tracker.close()
         return 0
 
     def train_one_epoch(self, epoch: int) -> bool:
@@ -143,13 +149,12 @@ class Trainer:
     def precise_bn_batches(self):
         """Train batches of the current epoch from a second loader (other augmentations),
         so the training loader's position is untouched."""
-        if not hasattr(self, "_bn_loader"):
-            data = self.cfg.data
-            self._bn_loader = build_train_loader(
-                type(data)(**{**asdict(data), "seed": derive_seed(data.seed, 7)}),
-                self.env.rank, self.env.world_size, self.env.device)
-        self._bn_loader.set_epoch(self.state.step // self.run.steps_per_epoch)
-        return self._bn_loader
+        if self.bn_loader is None:
+            data = replace(self.cfg.data, seed=derive_seed(self.cfg.data.seed, 7))
+            self.bn_loader = build_train_loader(data, self.env.rank, self.env.world_size,
+                                                self.env.device)
+        self.bn_loader.set_epoch(self.state.step // self.run.steps_per_epoch)
+        return self.bn_loader
 
     def save(self, top1: float | None = None) -> None:
         self.raise_if_diverged(self.stop.settle().bad_step)  # never checkpoint a NaN
@@ -189,11 +194,10 @@ def build_model(cfg: ModelConfig, num_classes: int, run_cfg: Config,
     layout = torch.channels_last if run_cfg.data.channels_last else torch.contiguous_format
     model = model.to(env.device, memory_format=layout)
     group = build_sync_group(cfg.sync_group, env.gpus_per_node)
-    model = convert_sync_batchnorm(model, group)
-    return torch.compile(model) if cfg.compile else model
+    return convert_sync_batchnorm(model, group)  # model.compile: the engine compiles it
 
 
-def seed_everything(cfg: Config, env: DistEnv) -> None:
+def seed_everything(cfg: Config) -> None:
     """Same initial weights on every rank; deterministic kernels when asked."""
     torch.manual_seed(cfg.seed)
     if cfg.precision.deterministic:

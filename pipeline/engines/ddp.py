@@ -22,9 +22,11 @@ class DDPEngine:
     def __init__(self, model: nn.Module, cfg: Config, run: Derived, env: DistEnv):
         self.module, self.env, self.accumulation = model, env, run.accumulation
         self.optimizer = build_optimizer(model, cfg.optim, run.lr)
-        self.model = DistributedDataParallel(
+        self.model = self.ddp = DistributedDataParallel(
             model, device_ids=[env.device.index] if env.device.type == "cuda" else None,
             bucket_cap_mb=cfg.dist.bucket_mb, gradient_as_bucket_view=True)
+        if cfg.model.compile:  # around DDP, so the bare module's state dict keeps its keys
+            self.model = torch.compile(self.model)
         self.amp_dtype = AMP_DTYPES[cfg.precision.autocast]
         self.scaler = torch.amp.GradScaler(env.device.type,
                                            enabled=self.amp_dtype == torch.float16)
@@ -33,7 +35,7 @@ class DDPEngine:
     def forward_backward(self, images: torch.Tensor, labels: torch.Tensor,
                          boundary: bool) -> tuple[torch.Tensor, torch.Tensor]:
         # Off the boundary DDP must skip its all-reduce from the forward on (no_sync).
-        sync = contextlib.nullcontext() if boundary else self.model.no_sync()
+        sync = contextlib.nullcontext() if boundary else self.ddp.no_sync()
         with sync:
             with torch.autocast(self.env.device.type, dtype=self.amp_dtype,
                                 enabled=self.amp_dtype is not None):

@@ -49,6 +49,8 @@ class DeepSpeedEngine:
         self.model, self.optimizer, _, _ = deepspeed.initialize(
             model=model, optimizer=build_optimizer(model, cfg.optim, run.lr),
             config=deepspeed_config(cfg, run), dist_init_required=False)
+        if cfg.model.compile:
+            self.model.compile()  # DeepSpeed compiles its module in place
         self.criterion = criterion(cfg)
 
     def forward_backward(self, images: torch.Tensor, labels: torch.Tensor,
