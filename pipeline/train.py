@@ -114,11 +114,11 @@ class Trainer:
                 log.warning("stopping at step %d: %s", state.step, self.stop.signalled)
                 self.save()
                 return False
-            every = self.cfg.checkpoint.every_steps
-            if every and state.step % every == 0 and state.step % run.steps_per_epoch:
-                self.save()
-            if state.step == end:
+            if state.step == end:  # fit() saves at the end of an epoch and of training
                 break
+            every = self.cfg.checkpoint.every_steps
+            if every and state.step % every == 0:
+                self.save()
         return True
 
     def log_train(self, record: dict) -> None:
