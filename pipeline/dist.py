@@ -90,7 +90,7 @@ def detect_launch(environ: Mapping[str, str] = os.environ) -> Launch:
                       environ.get("MASTER_ADDR") or environ.get("SLURM_LAUNCH_NODE_IPADDR",
                                                                  "127.0.0.1"),
                       int(environ.get("MASTER_PORT", 20000 + job % 20000)))
-    return Launch("single", 0, 1, 0, 1, "127.0.0.1", _free_port())
+    return Launch("single", 0, 1, 0, 1, "127.0.0.1", free_port())
 
 
 def tasks_per_node(text: str) -> list[int]:
@@ -156,7 +156,8 @@ def _host(addr: str) -> str:
     return f"[{addr}]" if ":" in addr else addr  # IPv6 literals in a URL
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port nobody listens on now (for a one-machine rendezvous)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

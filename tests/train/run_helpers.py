@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from pipeline.dist import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 SMOKE = REPO / "configs" / "smoke_cpu.yaml"
@@ -51,7 +52,7 @@ class Job:
 
 def launch(overrides: list[str], world: int, logs: Path, extra_env: dict | None = None) -> Job:
     """python -m pipeline.train --config smoke_cpu.yaml OVERRIDES on `world` ranks."""
-    port = _free_port()
+    port = free_port()
     logs.mkdir(parents=True, exist_ok=True)
     processes, outputs = [], []
     for rank in range(world):
@@ -109,8 +110,3 @@ def _flatten(tree, prefix: str = "") -> dict[str, torch.Tensor]:
                 for k, v in _flatten(sub, f"{prefix}/{key}").items()}
     return {}
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
