@@ -92,8 +92,8 @@ def main() -> None:
         env = init_distributed(cfg.dist)
         loader = build_train_loader(cfg.data, 0, 1, env.device)
         run = resolve(cfg, 1, loader.split.num_samples)
-        engine = build_engine(build_model(cfg.model, loader.split.num_classes, cfg, env), cfg,
-                              run, env)
+        model = build_model(cfg.model, loader.split.num_classes, cfg.data.channels_last, env)
+        engine = build_engine(model, cfg, run, env)
         set_lr(engine.optimizer, 0.01)
         images, labels = next(iter(loader))
         measured = {"synthetic": [], "shards": []}

@@ -2,13 +2,13 @@
 
     checkpoints = Checkpointer(run_dir, cfg.checkpoint, env)
     folder = checkpoints.find_resume()          # newest valid one, or None
-    if folder: checkpoints.load(folder, engine, loader, state)
-    checkpoints.save(engine, loader, state)     # collective: every rank calls it
+    if folder: trainer = checkpoints.load(folder, engine, loader)   # trainer.pt's dict
+    checkpoints.save(engine, loader, state, extra, top1)   # collective: every rank calls it
 
 runs/<name>/checkpoints/step-00001200/
-    meta.json        written last: step, epoch, val top-1, every file's size and sha256
+    meta.json        written last: step, val top-1 (if evaluated), files' sizes and sha256
     engine.pt        DDP: model, optimizer, scaler (rank 0) | deepspeed/: DeepSpeed's save
-    trainer.pt       step, epoch, best top-1, W&B run id, resolved config
+    trainer.pt       TrainState (step, best top-1, W&B run id), resolved config, derived
     rank-00003.pt    per rank: the train loader's position (DALI reader state) and RNGs
 
 Ranks write into `step-N.partial/`; after a barrier rank 0 syncs the files to disk,

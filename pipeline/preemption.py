@@ -1,6 +1,6 @@
 """Stopping together: preemption signals and non-finite losses, agreed on by all ranks.
 
-    stop = StopAgreement(env)                 # installs SIGUSR1/SIGTERM handlers
+    stop = StopAgreement()                    # installs SIGUSR1/SIGTERM handlers
     verdict = stop.poll(step, loss)           # once per optimizer step, every rank
     if verdict.preempted: save, then sys.exit(REQUEUE_EXIT_CODE)
     if verdict.bad_step is not None: raise NonFiniteLoss(...)
@@ -14,16 +14,12 @@ never waits for the GPU's current step, only for the one before it.
 
 from __future__ import annotations
 
-import logging
 import signal
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
-from pipeline.dist import DistEnv
-
-log = logging.getLogger(__name__)
 REQUEUE_EXIT_CODE = 75  # EX_TEMPFAIL: "try again"; slurm/ scripts requeue the job on it
 SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
 
@@ -39,8 +35,8 @@ class Verdict:
 
 
 class StopAgreement:
-    def __init__(self, env: DistEnv):
-        self.env, self.signalled = env, None
+    def __init__(self):
+        self.signalled: str | None = None
         self._pending: tuple[int, torch.Tensor, dist.Work | None] | None = None
         for sig in SIGNALS:
             signal.signal(sig, self._on_signal)

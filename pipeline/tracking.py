@@ -1,6 +1,6 @@
 """Where metrics go: runs/<name>/metrics.jsonl always, Weights & Biases when enabled.
 
-    tracker = Tracker(cfg, run_dir, env, state)   # rank 0 writes; other ranks no-op
+    tracker = Tracker(cfg, run_dir, env, state, run.as_dict())   # rank 0 writes; others no-op
     tracker.log({"step": 100, "train/loss": 2.3, ...})
 
 The W&B run id is kept in TrainState and so in every checkpoint: a resumed or requeued
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.checkpoint import TrainState
-from pipeline.config import Config, to_yaml
+from pipeline.config import Config
 from pipeline.dist import DistEnv
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ def _start_wandb(cfg: Config, run_dir: Path, state: TrainState, derived: dict[st
 
     if state.wandb_id is None:
         state.wandb_id = secrets.token_hex(4)  # W&B's id format: 8 lowercase characters
-    config = {**OmegaConf.to_container(OmegaConf.create(to_yaml(cfg))), "derived": derived}
+    config = {**OmegaConf.to_container(OmegaConf.structured(cfg)), "derived": derived}
     run = wandb.init(project=cfg.log.project, entity=cfg.log.entity or None, name=cfg.name,
                      id=state.wandb_id, resume="allow", mode=cfg.log.wandb, dir=str(run_dir),
                      config=config, tags=list(cfg.log.tags))

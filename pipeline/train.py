@@ -53,14 +53,15 @@ class Trainer:
         self.run = resolve(cfg, env.world_size, self.train_loader.split.num_samples,
                            env.gpus_per_node)
         record_derived(self.run_dir, self.run, env)
-        model = build_model(cfg.model, self.train_loader.split.num_classes, cfg, env)
+        model = build_model(cfg.model, self.train_loader.split.num_classes,
+                            cfg.data.channels_last, env)
         torch.manual_seed(derive_seed(cfg.seed, 1, env.rank))  # dropout differs per rank
         self.engine = build_engine(model, cfg, self.run, env)
         self.amp_dtype = AMP_DTYPES[cfg.precision.autocast]
         self.checkpoints = Checkpointer(self.run_dir, cfg.checkpoint, env)
         self.state = self.resume()
         self.tracker = Tracker(cfg, self.run_dir, env, self.state, self.run.as_dict())
-        self.stop = StopAgreement(env)
+        self.stop = StopAgreement()
         self.last_checkpoint = None
         self.bn_loader = None  # precise BN's own train loader, made when first needed
 
@@ -182,16 +183,16 @@ class Trainer:
                             "optim.base_lr or lengthen the warmup, then resume from it")
 
 
-def build_model(cfg: ModelConfig, num_classes: int, run_cfg: Config,
+def build_model(cfg: ModelConfig, num_classes: int, channels_last: bool,
                 env: DistEnv) -> nn.Module:
     """The network on its device and memory format, with BN synchronized over its group."""
     if cfg.num_classes and cfg.num_classes != num_classes:
-        raise ValueError(f"model.num_classes = {cfg.num_classes}, but classes.json of "
-                         f"{run_cfg.data.shards} has {num_classes} classes")
+        raise ValueError(f"model.num_classes = {cfg.num_classes}, but the shards' "
+                         f"classes.json has {num_classes} classes")
     model = create_model(cfg.name, num_classes=num_classes, bn=cfg.bn, act=cfg.act,
                          dropout=cfg.dropout, bn_eps=cfg.bn_eps, bn_momentum=cfg.bn_momentum,
                          separable_stem=cfg.separable_stem)
-    layout = torch.channels_last if run_cfg.data.channels_last else torch.contiguous_format
+    layout = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(env.device, memory_format=layout)
     group = build_sync_group(cfg.sync_group, env.gpus_per_node)
     return convert_sync_batchnorm(model, group)  # model.compile: the engine compiles it

@@ -16,11 +16,12 @@ from pipeline.engines import criterion
 from pipeline.optim import build_optimizer
 from pipeline.resolve import Derived
 
+log = logging.getLogger(__name__)
 TAG = "deepspeed"  # the sub-folder DeepSpeed's collective save writes
 
 
 def deepspeed_config(cfg: Config, run: Derived) -> dict:
-    """The DeepSpeed config the run's own config implies (logged with the run)."""
+    """The DeepSpeed config the run's own config implies (logged at start)."""
     amp = cfg.precision.autocast != "float32"
     return {
         "train_batch_size": run.global_batch,
@@ -36,7 +37,7 @@ def deepspeed_config(cfg: Config, run: Derived) -> dict:
 
 class DeepSpeedEngine:
     def __init__(self, model: nn.Module, cfg: Config, run: Derived, env: DistEnv):
-        self.module, self.env = model, env
+        self.module = model
         logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
         # DeepSpeed reads these even with the process group up; srun does not set them.
         for name, value in (("RANK", env.rank), ("WORLD_SIZE", env.world_size),
@@ -46,9 +47,11 @@ class DeepSpeedEngine:
         # DeepSpeed broadcasts and flattens parameters as plain contiguous memory; the
         # convs still run NHWC when the images are channels_last (PyTorch follows the input).
         model = model.to(memory_format=torch.contiguous_format)
+        config = deepspeed_config(cfg, run)
+        log.info("DeepSpeed config: %s", config)
         self.model, self.optimizer, _, _ = deepspeed.initialize(
-            model=model, optimizer=build_optimizer(model, cfg.optim, run.lr),
-            config=deepspeed_config(cfg, run), dist_init_required=False)
+            model=model, optimizer=build_optimizer(model, cfg.optim, run.lr), config=config,
+            dist_init_required=False)
         if cfg.model.compile:
             self.model.compile()  # DeepSpeed compiles its module in place
         self.criterion = criterion(cfg)

@@ -36,7 +36,8 @@ def _train(rank: int, world: int, engine_name: str, dtype: torch.dtype, accumula
     env = init_distributed(cfg.dist)
     run = resolve(cfg, world, train_samples=1000)
     torch.manual_seed(0)
-    engine = build_engine(build_model(cfg.model, CLASSES, cfg, env).to(dtype), cfg, run, env)
+    model = build_model(cfg.model, CLASSES, cfg.data.channels_last, env).to(dtype)
+    engine = build_engine(model, cfg, run, env)
     losses = []
     for images, labels in _batches(2 * PER_RANK):
         set_lr(engine.optimizer, LR)
@@ -157,5 +158,5 @@ def _parameters(state: dict) -> set[str]:
 def _initial(rank: int, world: int) -> dict:
     torch.manual_seed(0)
     cfg = load_config(None, ["data.shards=/unused", "dist.device=cpu"])
-    model = build_model(cfg.model, CLASSES, cfg, init_distributed(cfg.dist))
+    model = build_model(cfg.model, CLASSES, cfg.data.channels_last, init_distributed(cfg.dist))
     return {k: v.double() for k, v in model.state_dict().items()}
