@@ -49,6 +49,7 @@ class TrainState:
 
     step: int = 0  # optimizer steps done; the epoch is step // steps_per_epoch
     best_top1: float | None = None
+    validated_step: int = 0  # the step of the last validation (0: none yet)
     wandb_id: str | None = None
 
 

@@ -46,6 +46,9 @@ class DataConfig:
     crop_area: tuple[float, float] = _opt((0.08, 1.0), "random-resized-crop area fraction range")
     crop_aspect: tuple[float, float] = _opt((3 / 4, 4 / 3), "random-resized-crop aspect (w/h) "
                                             "range, sampled log-uniformly")
+    train_antialias: bool = _opt(False, "antialias DALI's train-crop resize (Inception's and "
+                                 "NVIDIA's DALI recipes train without; the webdataset "
+                                 "backend always does)")
     flip_prob: float = _opt(0.5, "probability of a horizontal flip (0 disables it)")
     color_jitter: float = _opt(0.0, "brightness/contrast/saturation factors drawn from "
                                "[1-j, 1+j]; 0 disables")

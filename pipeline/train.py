@@ -73,20 +73,24 @@ class Trainer:
             self.tracker.close()
 
     def train_to_the_end(self) -> int:
-        run = self.run
-        while self.state.step < run.total_steps:
-            epoch = self.state.step // run.steps_per_epoch
+        if self.evaluation_due():  # a preemption cut in between an epoch's end and its eval
+            self.save(self.validate())
+        while self.state.step < self.run.total_steps:
+            epoch = self.state.step // self.run.steps_per_epoch
             self.train_loader.set_epoch(epoch)  # a no-op when resumed inside the epoch
             if not self.train_one_epoch(epoch):
                 return REQUEUE_EXIT_CODE
-            epoch_done = self.state.step % run.steps_per_epoch == 0
-            every = self.cfg.eval.every_epochs
-            last = self.state.step == run.total_steps
-            due = last or (epoch_done and every > 0 and (epoch + 1) % every == 0)
-            top1 = self.validate() if due else None
-            if epoch_done or last:
-                self.save(top1)
+            self.save(self.validate() if self.evaluation_due() else None)
         return 0
+
+    def evaluation_due(self) -> bool:
+        """At the end of every eval.every_epochs-th epoch and of training, once."""
+        step, run, every = self.state.step, self.run, self.cfg.eval.every_epochs
+        if step == 0 or step == self.state.validated_step:
+            return False
+        epoch_end = step % run.steps_per_epoch == 0
+        return step == run.total_steps or (
+            epoch_end and every > 0 and (step // run.steps_per_epoch) % every == 0)
 
     def train_one_epoch(self, epoch: int) -> bool:
         """Optimizer steps up to the end of `epoch` (or of training); False if preempted."""
@@ -137,6 +141,7 @@ class Trainer:
         metrics = evaluate(self.engine.module, self.val_loader, self.amp_dtype)
         metrics["val/seconds"] = time.perf_counter() - started
         top1 = metrics["val/top1"]
+        self.state.validated_step = self.state.step
         if self.state.best_top1 is None or top1 > self.state.best_top1:
             self.state.best_top1 = top1
         metrics["val/best_top1"] = self.state.best_top1

@@ -88,7 +88,8 @@ def _train_graph(cfg: DataConfig, shards: tuple[Shard, ...], rank: int, world: i
         jpegs, output_type=types.RGB, random_area=list(cfg.crop_area),
         random_aspect_ratio=list(cfg.crop_aspect), num_attempts=10,  # = cpu_transforms'
         **decoder)
-    images = fn.resize(images, size=[cfg.image_size, cfg.image_size], antialias=True)
+    images = fn.resize(images, size=[cfg.image_size, cfg.image_size],
+                       antialias=cfg.train_antialias)
     if cfg.color_jitter > 0:
         images = _jitter(images, cfg.color_jitter)
     mirror = fn.random.coin_flip(probability=cfg.flip_prob)

@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 import tarfile
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -37,8 +38,20 @@ def ramp_jpeg(width: int, height: int, label: int) -> bytes:
     return out.getvalue()
 
 
-def make_tree(root: Path, classes: int, train_per_class: int, val_per_class: int) -> None:
-    """An ILSVRC folder tree with its own synset file (no dependency on the package's)."""
+def stripes_jpeg(side: int) -> bytes:
+    """A grey square of one-pixel black and white columns: all detail, no average change."""
+    columns = np.arange(side) % 2 * 255
+    image = Image.fromarray(np.repeat(columns[None, :, None], side, 0).repeat(3, 2)
+                            .astype(np.uint8))
+    out = io.BytesIO()
+    image.save(out, format="JPEG", quality=100, subsampling=0)
+    return out.getvalue()
+
+
+def make_tree(root: Path, classes: int, train_per_class: int, val_per_class: int,
+              image: Callable[[int, int, int], bytes] = ramp_jpeg) -> None:
+    """An ILSVRC folder tree with its own synset file (no dependency on the package's);
+    image(width, height, label) makes each JPEG."""
     rng = np.random.default_rng(0)
     wnids = [f"n{9000000 + i:08d}" for i in range(classes)]
     root.mkdir(parents=True, exist_ok=True)
@@ -50,7 +63,7 @@ def make_tree(root: Path, classes: int, train_per_class: int, val_per_class: int
             folder.mkdir(parents=True, exist_ok=True)
             for i in range(count):
                 size = rng.integers(64, 140, 2)
-                (folder / f"{wnid}_{split}_{i}.JPEG").write_bytes(ramp_jpeg(*size, label))
+                (folder / f"{wnid}_{split}_{i}.JPEG").write_bytes(image(*size, label))
 
 
 def shard(source: Path, out: Path, shard_size: int = 8) -> None:

@@ -50,8 +50,10 @@ class Job:
                          for r, o in enumerate(self.outputs))
 
 
-def launch(overrides: list[str], world: int, logs: Path, extra_env: dict | None = None) -> Job:
-    """python -m pipeline.train --config smoke_cpu.yaml OVERRIDES on `world` ranks."""
+def launch(overrides: list[str], world: int, logs: Path, extra_env: dict | None = None,
+           entry: tuple[str, ...] = ("-m", "pipeline.train")) -> Job:
+    """python -m pipeline.train --config smoke_cpu.yaml OVERRIDES on `world` ranks (`entry`
+    may name another way in, e.g. ("-c", script) that calls pipeline.train.main)."""
     port = free_port()
     logs.mkdir(parents=True, exist_ok=True)
     processes, outputs = [], []
@@ -61,7 +63,7 @@ def launch(overrides: list[str], world: int, logs: Path, extra_env: dict | None 
                "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1",
                **(extra_env or {})}
         out = logs / f"launch-{len(list(logs.glob('launch-*')))}-rank{rank}.txt"
-        command = [sys.executable, "-m", "pipeline.train", "--config", str(SMOKE), *overrides]
+        command = [sys.executable, *entry, "--config", str(SMOKE), *overrides]
         processes.append(subprocess.Popen(command, cwd=REPO, env=env, stdout=out.open("w"),
                                           stderr=subprocess.STDOUT))
         outputs.append(out)

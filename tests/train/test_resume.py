@@ -4,6 +4,7 @@ and BN statistics as an uninterrupted run. 2 ranks, gloo, real processes."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 
@@ -92,3 +93,38 @@ def test_a_damaged_newest_checkpoint_is_skipped_with_a_message(reference, sample
     assert "step-00000012 is damaged (engine.pt does not match its sha256)" in log
     assert "resuming from step-00000008" in log
     assert_same_tensors(state_at(tmp_path / "run", STEPS), state_at(expected, STEPS))
+
+
+# Runs pipeline.train with SIGTERM raised by the process itself during step 24, so that
+# the ranks agree to stop (one step later) exactly at step 25, the end of epoch 0.
+SIGNAL_AT_EPOCH_END = """
+import os, signal, sys
+from pipeline import train
+lr_at = train.lr_at
+def lr_at_and_signal(step, *args):
+    if step == 23:  # the flag raised in step 24 is acted on after step 25
+        os.kill(os.getpid(), signal.SIGTERM)
+    return lr_at(step, *args)
+train.lr_at = lr_at_and_signal
+sys.exit(train.main(sys.argv[1:]))
+"""
+
+
+def test_a_preemption_at_an_epoch_end_still_evaluates_that_epoch(sample_shards, tmp_path):
+    """Stopped on the epoch's last step, before its evaluation: the resumed run evaluates
+    that epoch first, once, then trains on (25 steps per epoch, 30 in all)."""
+    args = [f"data.shards={sample_shards}", f"runs_dir={tmp_path}", "name=run",
+            "schedule.epochs=1.2", "eval.every_epochs=1", "checkpoint.every_steps=0"]
+    run_dir = tmp_path / "run"
+    job = launch(args, 1, tmp_path / "logs", entry=("-c", SIGNAL_AT_EPOCH_END))
+    assert job.wait() == [REQUEUE_EXIT_CODE], job.text()
+    assert checkpoints(run_dir) == [25]
+
+    resumed = launch(args, 1, tmp_path / "logs")
+    assert resumed.wait() == [0], resumed.text()
+    assert "at step 25" in resumed.outputs[0].read_text()
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "val/top1" in r] == [25, 30]
+    assert checkpoints(run_dir) == [25, 30]
+    assert json.loads((run_dir / "checkpoints" / "step-00000025" / "meta.json").read_text())[
+        "top1"] is not None  # the re-saved epoch-end checkpoint carries its accuracy

@@ -57,4 +57,4 @@ def test_describe_lists_every_key_with_help():
     assert "optim.base_lr = 0.1: learning rate at reference_batch (Goyal et al.: 0.1 per " \
            "256)" in lines
     assert all(line.split(": ", 1)[1] for line in lines if not line.startswith("data.shards"))
-    assert len(lines) == 73
+    assert len(lines) == 74
