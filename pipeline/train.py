@@ -119,7 +119,7 @@ class Trainer:
                 log.warning("stopping at step %d: %s", state.step, self.stop.signalled)
                 self.save()
                 return False
-            if state.step == end:  # fit() saves at the end of an epoch and of training
+            if state.step == end:  # train_to_the_end saves (and evaluates) there
                 break
             every = self.cfg.checkpoint.every_steps
             if every and state.step % every == 0:

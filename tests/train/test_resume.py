@@ -9,7 +9,7 @@ import shutil
 import signal
 
 import pytest
-from run_helpers import assert_same_tensors, checkpoints, launch, state_at, wait_for
+from run_helpers import assert_same_tensors, checkpoints, launch, records, state_at, wait_for
 
 from pipeline.preemption import REQUEUE_EXIT_CODE
 
@@ -123,8 +123,7 @@ def test_a_preemption_at_an_epoch_end_still_evaluates_that_epoch(sample_shards, 
     resumed = launch(args, 1, tmp_path / "logs")
     assert resumed.wait() == [0], resumed.text()
     assert "at step 25" in resumed.outputs[0].read_text()
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in records if "val/top1" in r] == [25, 30]
+    assert [r["step"] for r in records(run_dir) if "val/top1" in r] == [25, 30]
     assert checkpoints(run_dir) == [25, 30]
     assert json.loads((run_dir / "checkpoints" / "step-00000025" / "meta.json").read_text())[
         "top1"] is not None  # the re-saved epoch-end checkpoint carries its accuracy

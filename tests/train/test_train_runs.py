@@ -7,16 +7,11 @@ import json
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import torch
-from run_helpers import REPO, SMOKE, checkpoints, launch
+from run_helpers import REPO, SMOKE, checkpoints, launch, records
 
 from pipeline.config import load_config
-
-
-def records(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
 def test_a_small_run_learns_under_torchrun(sample_shards, tmp_path):
