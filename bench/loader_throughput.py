@@ -3,8 +3,8 @@
     python bench/loader_throughput.py [--images 2000] [--workers 2] [--batch 64] [--epochs 5]
                                       [--device cpu|cuda] [--train-antialias]
 
-Writes photo-sized JPEGs (500x375, ~110 KB like ImageNet's average; 200 distinct images
-repeated), shards them with data_prep/shard.py, then runs both train loaders of
+Writes photo-sized JPEGs (500x375, ~110 KB like ImageNet's average; 20 distinct images
+per class repeated), shards them with data_prep/shard.py, then runs both train loaders of
 pipeline/data on the same shards, the same cores (`--workers` DALI threads or DataLoader
 processes) and the same config: random-resized crop, flip, normalize to float32
 channels_last, the train resize as the config's default (`--train-antialias` turns on
@@ -26,32 +26,14 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import torch
+from photos import photo_tree
 
-from data_prep import sample
 from pipeline.config import DataConfig
 from pipeline.data import build_train_loader
 
 REPO = Path(__file__).resolve().parents[1]
 BACKENDS = ("dali", "webdataset")
-
-
-def make_tree(root: Path, images: int, classes: int = 10) -> float:
-    """Photo-sized JPEGs under train/<wnid>/ plus val/, with a local synset file."""
-    rng = np.random.default_rng(0)
-    distinct = [sample.encode(sample.class_image(i % classes, rng, (500, 375)))
-                for i in range(200)]
-    wnids = [f"n{8000000 + i:08d}" for i in range(classes)]
-    (root / "LOC_synset_mapping.txt").parent.mkdir(parents=True, exist_ok=True)
-    (root / "LOC_synset_mapping.txt").write_text("".join(f"{w} class {w}\n" for w in wnids))
-    for n in range(images):
-        wnid = wnids[n % classes]
-        for split in ("train", "val") if n < classes else ("train",):
-            folder = root / split / wnid
-            folder.mkdir(parents=True, exist_ok=True)
-            (folder / f"{wnid}_{n}.JPEG").write_bytes(distinct[n % len(distinct)])
-    return float(np.mean([len(d) for d in distinct]))
 
 
 def shard(root: Path, out: Path) -> None:
@@ -97,7 +79,7 @@ def main() -> None:
     torch.set_num_threads(1)  # the loop only consumes; leave the cores to the loaders
     with tempfile.TemporaryDirectory() as tmp:
         root, out = Path(tmp) / "src", Path(tmp) / "shards"
-        mean_bytes = make_tree(root, args.images)
+        mean_bytes = photo_tree(root, args.images, val_per_class=1)
         shard(root, out)
         base = DataConfig(shards=str(out), image_size=224, batch_size=args.batch,
                           num_workers=args.workers, shuffle_buffer=512, dtype="float32",

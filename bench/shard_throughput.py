@@ -21,25 +21,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import webdataset as wds
-
-from data_prep import sample
+from photos import photo_tree
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def make_tree(root: Path, images: int, classes: int = 10) -> float:
-    """Photo-sized JPEGs; 200 distinct images repeated (copy mode never looks inside)."""
-    rng = np.random.default_rng(0)
-    distinct = [sample.encode(sample.class_image(i % classes, rng, (500, 375)), "JPEG")
-                for i in range(200)]
-    wnids = sample.real_wnids(classes)
-    for n in range(images):
-        folder = root / "train" / wnids[n % classes]
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / f"{wnids[n % classes]}_{n}.JPEG").write_bytes(distinct[n % len(distinct)])
-    return float(np.mean([len(d) for d in distinct]))
 
 
 def run_tar(root: Path, out: Path) -> None:
@@ -79,7 +64,7 @@ def main() -> None:
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root, out = Path(tmp) / "src", Path(tmp) / "out"
-        mean_bytes = make_tree(root, args.images)
+        mean_bytes = photo_tree(root, args.images)
         subprocess.run(["tar", "cf", "/dev/null", "-C", str(root), "train"], check=True)
         runners = {
             "tar cf": lambda o: run_tar(root, o),

@@ -4,7 +4,7 @@
                                      [--steps 50] [--autocast bfloat16] [--engine ddp]
                                      [--workers 4] [--rounds 3]
 
-Builds the trainer's pieces exactly as pipeline/train.py does (one rank: config, DALI
+Builds the trainer's parts with the trainer's own assembly (one rank: config, DALI
 train loader, BN-Inception with the synchronized-BN conversion, the DDP or DeepSpeed
 engine), then times optimizer steps fed two ways, side by side in one process: batches
 from the DALI loader over photo-sized shards (500x375 JPEGs, ~110 KB), and one batch
@@ -23,15 +23,13 @@ import time
 from pathlib import Path
 
 import torch
-from loader_throughput import make_tree, shard
+from loader_throughput import shard
+from photos import photo_tree
 
 from pipeline.config import load_config
-from pipeline.data import build_train_loader
-from pipeline.dist import init_distributed, shutdown
-from pipeline.engines import build_engine
-from pipeline.optim import set_lr
-from pipeline.resolve import resolve
-from pipeline.train import build_model
+from pipeline.launch.distributed import init_distributed, shutdown
+from pipeline.training.assembly import assemble
+from pipeline.training.optim import set_lr
 
 WARMUP = 3
 
@@ -81,7 +79,7 @@ def main() -> None:
     images_needed = batch * (steps + WARMUP) * 2  # an epoch outlasts a round
     with tempfile.TemporaryDirectory() as tmp:
         root, out = Path(tmp) / "src", Path(tmp) / "shards"
-        make_tree(root, max(1000, images_needed))
+        photo_tree(root, max(1000, images_needed // 10 * 10 + 10), val_per_class=1)
         shard(root, out)
         cfg = load_config(None, [
             f"data.shards={out}", f"data.image_size={size}", f"data.batch_size={batch}",
@@ -90,10 +88,8 @@ def main() -> None:
             f"precision.autocast={autocast}", f"dist.device={args.device}",
             f"dist.engine={args.engine}", "runs_dir=" + str(Path(tmp) / "runs")])
         env = init_distributed(cfg.dist)
-        loader = build_train_loader(cfg.data, 0, 1, env.device)
-        run = resolve(cfg, 1, loader.split.num_samples)
-        model = build_model(cfg.model, loader.split.num_classes, cfg.data.channels_last, env)
-        engine = build_engine(model, cfg, run, env)
+        parts = assemble(cfg, env)
+        loader, engine = parts.train, parts.engine
         set_lr(engine.optimizer, 0.01)
         images, labels = next(iter(loader))
         measured = {"synthetic": [], "shards": []}

@@ -12,7 +12,7 @@ from importlib import metadata
 from pathlib import Path
 
 from data_prep.images import is_repair
-from data_prep.shard_writer import write_json_atomic
+from pipeline.files import write_json_atomic
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1

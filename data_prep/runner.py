@@ -16,7 +16,8 @@ from pathlib import Path
 
 from data_prep.imagenet import SourceError
 from data_prep.images import EncodeOptions
-from data_prep.shard_writer import ShardSpec, file_sha256, record_path, write_shard
+from data_prep.shard_writer import ShardSpec, record_path, write_shard
+from pipeline.files import file_sha256
 
 
 @dataclass(frozen=True)

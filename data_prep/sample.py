@@ -15,6 +15,7 @@ import argparse
 import csv
 import io
 import tarfile
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
@@ -69,32 +70,57 @@ def bad_bytes(case: str, image: Image.Image) -> bytes:
 
 def generate(out: Path, classes: int, train_per_class: int, val_per_class: int,
              bad: bool = False, val_layout: str = "folder", archives: bool = False,
-             seed: int = 0, size: tuple[int, int] | None = None) -> dict:
-    """Writes the tree; returns {"train": {relpath: wnid}, "val": {...}} of what it wrote."""
+             seed: int = 0, size: tuple[int, int] | None = None,
+             image: Callable[[int, int, int], bytes] | None = None,
+             distinct: int | None = None) -> dict:
+    """Writes the tree; returns {"train": {relpath: wnid}, "val": {...}} of what it wrote.
+
+    `size` fixes (width, height), else each image draws its own in [72, 260). `image`
+    (width, height, label) -> file bytes replaces the class pictures (tests that read
+    pixels back). `distinct` encodes only that many images per class and repeats them,
+    for benchmarks of byte copying, which never look inside.
+    """
     rng = np.random.default_rng(seed)
+    make = _ImageMaker(rng, size, image, distinct)
     wnids = real_wnids(classes)
     train, val = {}, {}
     for label, wnid in enumerate(wnids):
         for i in range(train_per_class):
-            train[f"train/{wnid}/{wnid}_{i}.JPEG"] = (wnid, _random_jpeg(label, rng, size))
+            train[f"train/{wnid}/{wnid}_{i}.JPEG"] = (wnid, make(label))
         for i in range(val_per_class):
             n = label * val_per_class + i + 1
             name = f"ILSVRC2012_val_{n:08d}.JPEG"
             rel = f"val/{wnid}/{name}" if val_layout == "folder" else f"val/{name}"
-            val[rel] = (wnid, _random_jpeg(label, rng, size))
+            val[rel] = (wnid, make(label))
     if bad:
         for case in BAD_CASES:
             wnid = wnids[0]
-            image = class_image(0, rng, (96, 80))
-            train[f"train/{wnid}/{wnid}_{case}.JPEG"] = (wnid, bad_bytes(case, image))
+            picture = class_image(0, rng, (96, 80))
+            train[f"train/{wnid}/{wnid}_{case}.JPEG"] = (wnid, bad_bytes(case, picture))
     _write_tree(out, train, val, val_layout, archives)
     return {"train": {k: v[0] for k, v in train.items()}, "val": {k: v[0] for k, v in val.items()}}
 
 
-def _random_jpeg(label: int, rng: np.random.Generator, size: tuple[int, int] | None) -> bytes:
-    if size is None:
-        size = (int(rng.integers(72, 260)), int(rng.integers(72, 260)))
-    return encode(class_image(label, rng, size))
+class _ImageMaker:
+    """The bytes of the next image of a class."""
+
+    def __init__(self, rng: np.random.Generator, size: tuple[int, int] | None,
+                 image: Callable[[int, int, int], bytes] | None, distinct: int | None):
+        self.rng, self.size, self.image, self.distinct = rng, size, image, distinct
+        self.made: dict[int, list[bytes]] = {}
+
+    def __call__(self, label: int) -> bytes:
+        made = self.made.setdefault(label, [])
+        if self.distinct and len(made) >= self.distinct:
+            made.append(made[len(made) % self.distinct])
+            return made[-1]
+        width, height = self.size or (int(self.rng.integers(72, 260)),
+                                      int(self.rng.integers(72, 260)))
+        data = (self.image(width, height, label) if self.image else
+                encode(class_image(label, self.rng, (width, height))))
+        if self.distinct:
+            made.append(data)
+        return data
 
 
 def _write_tree(out: Path, train: dict, val: dict, val_layout: str, archives: bool) -> None:

@@ -26,7 +26,8 @@ from data_prep.images import EncodeOptions
 from data_prep.manifest import build_manifest, write_manifest
 from data_prep.plan import plan_split
 from data_prep.runner import LocalRunner, SlurmOptions, SlurmRunner
-from data_prep.shard_writer import remove_stale_partials, write_json_atomic
+from data_prep.shard_writer import remove_stale_partials
+from pipeline.files import write_json_atomic
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -18,10 +18,10 @@ from pathlib import Path
 
 from data_prep.imagenet import SourceItem
 from data_prep.images import EncodeOptions, PreparedImage, RejectedImage, prepare_image
+from pipeline.files import PARTIAL, AtomicFile, write_json_atomic
 
 INDEX_VERSION = "v1.2"  # the format DALI's wds2idx writes and fn.readers.webdataset reads
 TAR_BLOCK = 512
-PARTIAL = ".partial-"  # infix of files being written
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ def write_shard(spec: ShardSpec, out_dir: Path, options: EncodeOptions) -> dict:
     """Writes the shard's tar, index and record; returns the record."""
     tar_path, idx_path = out_dir / f"{spec.name}.tar", out_dir / f"{spec.name}.idx"
     index_lines, rejected, converted = [], [], []
-    with _atomic(tar_path) as raw_file:
+    with AtomicFile(tar_path) as raw_file:
         tar = _TarStream(raw_file)
         for item in spec.items:
             try:
@@ -94,7 +94,7 @@ def write_shard(spec: ShardSpec, out_dir: Path, options: EncodeOptions) -> dict:
                                   "conversions": image.conversions})
         tar.close()
     index_text = f"{INDEX_VERSION} {len(index_lines)}\n" + "".join(index_lines)
-    with _atomic(idx_path) as f:
+    with AtomicFile(idx_path) as f:
         f.write(index_text.encode())
     record = {
         "name": tar_path.name, "index": idx_path.name, "samples": len(index_lines),
@@ -109,23 +109,6 @@ def write_shard(spec: ShardSpec, out_dir: Path, options: EncodeOptions) -> dict:
 
 def record_path(out_dir: Path, name: str) -> Path:
     return out_dir / "records" / f"{name}.json"
-
-
-def write_json_atomic(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with _atomic(path) as f:
-        f.write((json.dumps(obj, indent=1, sort_keys=True) + "\n").encode())
-
-
-def file_sha256(path: Path) -> str | None:
-    """The file's sha256, or None if it does not exist."""
-    if not path.is_file():
-        return None
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _sample_members(item: SourceItem, image: PreparedImage, label: int) -> dict[str, bytes]:
@@ -180,30 +163,3 @@ def _process_alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return True
-
-
-class _atomic:
-    """Opens PATH.partial-PID for writing; on success renames it to PATH.
-
-    No fsync: after a power loss a torn shard fails its checksum on the rerun and is
-    rewritten, and syncing would make every shard wait for the disk.
-
-    The PID in the name keeps two writers of one shard apart (a worker orphaned by a
-    killed run can still be finishing while the rerun starts); both write the same bytes.
-    """
-
-    def __init__(self, path: Path):
-        self.path, self.tmp = path, path.with_name(f"{path.name}{PARTIAL}{os.getpid()}")
-
-    def __enter__(self):
-        self.f = open(self.tmp, "wb")
-        return self.f
-
-    def __exit__(self, exc_type, *_):
-        if exc_type is not None:
-            self.f.close()
-            self.tmp.unlink(missing_ok=True)
-            return False
-        self.f.close()
-        os.replace(self.tmp, self.path)
-        return False

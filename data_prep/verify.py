@@ -19,7 +19,7 @@ from PIL import Image
 
 from data_prep.manifest import read_manifest
 from data_prep.runner import worker_pool
-from data_prep.shard_writer import file_sha256
+from pipeline.files import file_sha256
 
 
 def verify_output(out: Path, workers: int) -> int:

@@ -289,6 +289,11 @@ def to_yaml(cfg: Config) -> str:
     return OmegaConf.to_yaml(OmegaConf.structured(cfg))
 
 
+def to_dict(cfg: Config) -> dict:
+    """The resolved tree as plain dicts and lists (for W&B's run config)."""
+    return OmegaConf.to_container(OmegaConf.structured(cfg))
+
+
 def describe(section: type) -> str:
     """One line per field: name, default and help (for --help texts and docs)."""
     return "\n".join(describe_field(f) for f in fields(section))

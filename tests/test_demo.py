@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from pipeline.training.checkpoint import validate
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -16,4 +18,5 @@ def test_demo_generates_shards_verifies_and_trains(tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "verify: all shards check out" in done.stdout
     assert "done: val top-1" in done.stdout and "on 100 images" in done.stdout
-    assert (tmp_path / "demo" / "runs" / "smoke_cpu" / "checkpoints" / "step-00000012").is_dir()
+    checkpoint = tmp_path / "demo" / "runs" / "smoke_cpu" / "checkpoints" / "step-00000012"
+    assert validate(checkpoint) is None  # every file there, matching its sha256

@@ -5,7 +5,7 @@ Both backends follow this plan, so they shard and count the same way:
 - Train: the shard list is re-ordered every epoch (one order for all ranks), and the
   concatenated samples are cut into `world_size` contiguous ranges, the way DALI's
   reader cuts them for shard_id / num_shards. Every rank runs
-  `steps_per_epoch = num_samples // (batch_size * world_size)` steps; the rest of its
+  `batches_per_epoch = num_samples // (batch_size * world_size)` batches; the rest of its
   range (fewer than batch_size + 1 samples per rank) is that epoch's dropped remainder.
 - Val: the same cut in manifest order, padded to `val_steps` full batches on every rank;
   `valid_in_batch` says how many leading samples of a batch are real.
@@ -42,7 +42,7 @@ def worker_seed(seed: int, rank: int, epoch: int, worker: int) -> int:
     return derive_seed(seed, _WORKER, rank, epoch, worker)
 
 
-def steps_per_epoch(num_samples: int, batch_size: int, world_size: int) -> int:
+def batches_per_epoch(num_samples: int, batch_size: int, world_size: int) -> int:
     """Full global batches in an epoch; the remainder is dropped (docs/data.md)."""
     steps = num_samples // (batch_size * world_size)
     if steps == 0:

@@ -60,20 +60,20 @@ class _Timed:
 
 
 class TrainLoader(_Timed):
-    """(images, labels) batches of one rank, `steps_per_epoch` of them per epoch."""
+    """(images, labels) batches of one rank, `batches_per_epoch` of them per epoch."""
 
     def __init__(self, backend: Backend, split: Split, cfg: DataConfig, rank: int,
                  world_size: int, device: torch.device):
         super().__init__(backend, split, cfg, device)
         self.rank, self.world_size = rank, world_size
-        self.steps_per_epoch = epochs.steps_per_epoch(split.num_samples, cfg.batch_size,
+        self.batches_per_epoch = epochs.batches_per_epoch(split.num_samples, cfg.batch_size,
                                                       world_size)
         self.epoch, self.iteration = 0, 0
         self._reader: EpochReader | None = None
         self._restored: str | None = None  # a reader checkpoint waiting for the next __iter__
 
     def __len__(self) -> int:
-        return self.steps_per_epoch
+        return self.batches_per_epoch
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The batches left in the current epoch; afterwards `epoch` has moved on."""
@@ -85,7 +85,7 @@ class TrainLoader(_Timed):
         if self.iteration == 0:
             self.wait_s = 0.0
         # Stops early if set_epoch/load_state_dict replaced the reader meanwhile.
-        while self._reader is reader and self.iteration < self.steps_per_epoch:
+        while self._reader is reader and self.iteration < self.batches_per_epoch:
             try:
                 raw = self._next(reader)
             except BaseException:
@@ -107,7 +107,7 @@ class TrainLoader(_Timed):
     def state_dict(self) -> dict[str, Any]:
         """Position plus DALI's reader checkpoint; JSON-able. Save one per rank. Changes
         nothing, so it can be called inside the training loop."""
-        if self.iteration >= self.steps_per_epoch:  # the end of an epoch: the next one's start
+        if self.iteration >= self.batches_per_epoch:  # the end of an epoch: the next one's start
             position, reader = (self.epoch + 1, 0), None
         else:
             position = (self.epoch, self.iteration)
@@ -141,7 +141,7 @@ class TrainLoader(_Timed):
         return plan
 
     def _roll_over(self) -> None:
-        if self.iteration >= self.steps_per_epoch:
+        if self.iteration >= self.batches_per_epoch:
             self._close()
             self.epoch, self.iteration = self.epoch + 1, 0
 

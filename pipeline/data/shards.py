@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from data_prep.manifest import read_manifest
-from data_prep.shard_writer import file_sha256
+from pipeline.files import file_sha256
 
 
 class ShardError(ValueError):

@@ -48,7 +48,7 @@ def train_plans(cfg: DataConfig, split: Split, rank: int, world: int, epoch: int
                 start: int) -> list[WorkerPlan]:
     """One plan per worker, rotated so that DataLoader worker 0 makes batch `start`."""
     workers = max(1, cfg.num_workers)
-    steps = epochs.steps_per_epoch(split.num_samples, cfg.batch_size, world)
+    steps = epochs.batches_per_epoch(split.num_samples, cfg.batch_size, world)
     shards = epochs.epoch_shards(split, cfg.seed, epoch, cfg.shuffle_shards)
     first, _ = epochs.rank_range(split.num_samples, rank, world)
     plans, offset = [], first

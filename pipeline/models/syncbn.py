@@ -1,6 +1,6 @@
 """Synchronized BatchNorm: statistics over the batch of a group of ranks, not one GPU's.
 
-    group = build_sync_group("node", gpus_per_node=8)   # every rank, same order
+    group = build_sync_group("node", ranks_per_node=8)   # every rank, same order
     model = convert_sync_batchnorm(model.to(device), group)   # before DDP/DeepSpeed wraps it
 
 CUDA models get torch.nn.SyncBatchNorm (fused kernels, NCCL). CPU models get
@@ -22,16 +22,16 @@ from torch.nn.modules.batchnorm import _BatchNorm
 SyncSpec = str | int | None  # "global", "node", "none"/None, or a group size
 
 
-def sync_group_size(sync: SyncSpec, world_size: int, gpus_per_node: int | None = None) -> int:
+def sync_group_size(sync: SyncSpec, world_size: int, ranks_per_node: int | None = None) -> int:
     """Ranks per BN group for a config value; 1 means plain per-GPU BN."""
     if sync is None or sync == "none":
         return 1
     if sync == "global":
         return world_size
     if sync == "node":
-        if gpus_per_node is None:
-            raise ValueError("sync BN group 'node' needs gpus_per_node (ranks per node)")
-        size = gpus_per_node
+        if ranks_per_node is None:
+            raise ValueError("sync BN group 'node' needs the number of ranks per node")
+        size = ranks_per_node
     elif isinstance(sync, int) and not isinstance(sync, bool) and sync >= 1:
         size = sync
     else:
@@ -43,7 +43,7 @@ def sync_group_size(sync: SyncSpec, world_size: int, gpus_per_node: int | None =
     return size
 
 
-def build_sync_group(sync: SyncSpec, gpus_per_node: int | None = None,
+def build_sync_group(sync: SyncSpec, ranks_per_node: int | None = None,
                      timeout: timedelta | None = None) -> dist.ProcessGroup | None:
     """This rank's BN process group, or None for per-GPU BN (and single-process runs).
 
@@ -53,7 +53,7 @@ def build_sync_group(sync: SyncSpec, gpus_per_node: int | None = None,
     """
     if not (dist.is_available() and dist.is_initialized()):
         return None
-    size = sync_group_size(sync, dist.get_world_size(), gpus_per_node)
+    size = sync_group_size(sync, dist.get_world_size(), ranks_per_node)
     if size == 1:
         return None
     if size == dist.get_world_size():

@@ -11,7 +11,6 @@ import json
 import subprocess
 import sys
 import tarfile
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,8 +19,8 @@ import torch
 import webdataset as wds
 from PIL import Image
 
-from data_prep.shard_writer import file_sha256
 from pipeline.config import DataConfig
+from pipeline.files import file_sha256
 
 REPO = Path(__file__).resolve().parents[2]
 TREE = dict(classes=5, train_per_class=10, val_per_class=3)  # 50 train: a remainder at 1-3 ranks
@@ -46,24 +45,6 @@ def stripes_jpeg(side: int) -> bytes:
     out = io.BytesIO()
     image.save(out, format="JPEG", quality=100, subsampling=0)
     return out.getvalue()
-
-
-def make_tree(root: Path, classes: int, train_per_class: int, val_per_class: int,
-              image: Callable[[int, int, int], bytes] = ramp_jpeg) -> None:
-    """An ILSVRC folder tree with its own synset file (no dependency on the package's);
-    image(width, height, label) makes each JPEG."""
-    rng = np.random.default_rng(0)
-    wnids = [f"n{9000000 + i:08d}" for i in range(classes)]
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "LOC_synset_mapping.txt").write_text(
-        "".join(f"{w} class {i}\n" for i, w in enumerate(wnids)))
-    for label, wnid in enumerate(wnids):
-        for split, count in (("train", train_per_class), ("val", val_per_class)):
-            folder = root / split / wnid
-            folder.mkdir(parents=True, exist_ok=True)
-            for i in range(count):
-                size = rng.integers(64, 140, 2)
-                (folder / f"{wnid}_{split}_{i}.JPEG").write_bytes(image(*size, label))
 
 
 def shard(source: Path, out: Path, shard_size: int = 8) -> None:

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from loader_helpers import config, make_tree, pixels, shard, stripes_jpeg
+from loader_helpers import config, pixels, shard, stripes_jpeg
 
+from data_prep import sample
 from pipeline.data import build_train_loader
 
 SIDE, SIZE = 90, 32  # 2.8x, not a whole factor: plain bilinear hits stripes unevenly
@@ -21,8 +22,8 @@ SIDE, SIZE = 90, 32  # 2.8x, not a whole factor: plain bilinear hits stripes une
 @pytest.fixture(scope="module")
 def stripes(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("stripes")
-    make_tree(root / "source", classes=2, train_per_class=4, val_per_class=1,
-              image=lambda width, height, label: stripes_jpeg(SIDE))
+    sample.generate(root / "source", classes=2, train_per_class=4, val_per_class=1,
+                    image=lambda width, height, label: stripes_jpeg(SIDE))
     shard(root / "source", root / "shards")
     return root / "shards"
 

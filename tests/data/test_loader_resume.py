@@ -26,7 +26,7 @@ def stopped_after(cfg, batches: int) -> dict:
     iterator = iter(loader)
     for _ in range(batches):
         next(iterator)
-        if loader.iteration == loader.steps_per_epoch:  # a new epoch needs a new iter()
+        if loader.iteration == loader.batches_per_epoch:  # a new epoch needs a new iter()
             iterator = iter(loader)
     return json.loads(json.dumps(loader.state_dict()))
 

@@ -1,5 +1,5 @@
 """DDP and DeepSpeed: 2 ranks x B with synchronized BN step like 1 rank x 2B, and like each
-other. Real gloo process groups; the engines are built as the trainer builds them."""
+other. Real gloo process groups; the parts come from the trainer's own assembly."""
 
 from __future__ import annotations
 
@@ -9,11 +9,9 @@ import torch.distributed as dist
 from distributed_helpers import run_distributed
 
 from pipeline.config import load_config
-from pipeline.dist import init_distributed
-from pipeline.engines import build_engine
-from pipeline.optim import set_lr
-from pipeline.resolve import resolve
-from pipeline.train import build_model
+from pipeline.launch.distributed import init_distributed
+from pipeline.training.assembly import DataShape, assemble
+from pipeline.training.optim import set_lr
 
 PER_RANK, SIZE, CLASSES, STEPS, LR = 4, 64, 10, 4, 0.02
 
@@ -33,11 +31,8 @@ def _train(rank: int, world: int, engine_name: str, dtype: torch.dtype, accumula
         "data.channels_last=false", f"dist.engine={engine_name}", "dist.device=cpu",
         "precision.autocast=float32", f"model.sync_bn={sync_bn}", "optim.weight_decay=1e-4",
         f"optim.accumulation={accumulation}", *extra])
-    env = init_distributed(cfg.dist)
-    run = resolve(cfg, world, train_samples=1000)
-    torch.manual_seed(0)
-    model = build_model(cfg.model, CLASSES, cfg.data.channels_last, env).to(dtype)
-    engine = build_engine(model, cfg, run, env)
+    torch.set_default_dtype(dtype)  # the model is built in it (fp64: rounding out of the way)
+    engine = assemble(cfg, init_distributed(cfg.dist), DataShape(1000, CLASSES)).engine
     losses = []
     for images, labels in _batches(2 * PER_RANK):
         set_lr(engine.optimizer, LR)
@@ -156,7 +151,7 @@ def _parameters(state: dict) -> set[str]:
 
 
 def _initial(rank: int, world: int) -> dict:
-    torch.manual_seed(0)
+    torch.set_default_dtype(torch.float64)
     cfg = load_config(None, ["data.shards=/unused", "dist.device=cpu"])
-    model = build_model(cfg.model, CLASSES, cfg.data.channels_last, init_distributed(cfg.dist))
+    model = assemble(cfg, init_distributed(cfg.dist), DataShape(1000, CLASSES)).model
     return {k: v.double() for k, v in model.state_dict().items()}

@@ -42,7 +42,7 @@ class Case:
 
     def groups(self) -> list[list[int]]:
         world = len(self.sizes)
-        size = sync_group_size(self.sync, world, gpus_per_node=2)
+        size = sync_group_size(self.sync, world, ranks_per_node=2)
         return [list(range(start, start + size)) for start in range(0, world, size)]
 
     def batches(self) -> list[tuple[Tensor, Tensor]]:
@@ -199,18 +199,18 @@ def test_eval_uses_running_stats_and_no_collective():
 
 
 def test_sync_group_sizes():
-    assert sync_group_size("global", 16, gpus_per_node=8) == 16
-    assert sync_group_size("node", 16, gpus_per_node=8) == 8
-    assert sync_group_size(4, 16, gpus_per_node=8) == 4
-    assert sync_group_size("none", 16, gpus_per_node=8) == 1
-    assert sync_group_size(None, 16, gpus_per_node=8) == 1
+    assert sync_group_size("global", 16, ranks_per_node=8) == 16
+    assert sync_group_size("node", 16, ranks_per_node=8) == 8
+    assert sync_group_size(4, 16, ranks_per_node=8) == 4
+    assert sync_group_size("none", 16, ranks_per_node=8) == 1
+    assert sync_group_size(None, 16, ranks_per_node=8) == 1
     with pytest.raises(ValueError, match="must divide the world size 16"):
-        sync_group_size(3, 16, gpus_per_node=8)
+        sync_group_size(3, 16, ranks_per_node=8)
     with pytest.raises(ValueError, match="must divide the world size 4"):
-        sync_group_size("node", 4, gpus_per_node=8)
+        sync_group_size("node", 4, ranks_per_node=8)
     with pytest.raises(ValueError, match="expected 'global', 'node', 'none'"):
-        sync_group_size("nodes", 16, gpus_per_node=8)
-    with pytest.raises(ValueError, match="'node' needs gpus_per_node"):
+        sync_group_size("nodes", 16, ranks_per_node=8)
+    with pytest.raises(ValueError, match="'node' needs the number of ranks per node"):
         sync_group_size("node", 16)
 
 

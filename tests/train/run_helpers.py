@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from pipeline.dist import free_port
+from pipeline.launch.environment import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 SMOKE = REPO / "configs" / "smoke_cpu.yaml"

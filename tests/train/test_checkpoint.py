@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from pipeline.checkpoint import _publish, prune, validate
+from pipeline.training.checkpoint import _publish, prune, validate
 
 
 def make(root, step: int, top1: float | None = None):

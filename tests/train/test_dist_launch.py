@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from pipeline.config import DistConfig
-from pipeline.dist import detect_launch, pick_device, tasks_per_node
+from pipeline.launch.distributed import pick_device
+from pipeline.launch.environment import detect_launch, tasks_per_node
 
 
 def test_torchrun_variables():

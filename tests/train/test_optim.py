@@ -8,7 +8,7 @@ from torch import nn
 
 from pipeline.config import OptimConfig
 from pipeline.models import create_model
-from pipeline.optim import LARS, build_optimizer, param_groups
+from pipeline.training.optim import LARS, build_optimizer, param_groups
 
 
 def test_bn_and_biases_are_not_decayed():

@@ -8,7 +8,7 @@ import pytest
 
 from pipeline.config import load_config
 from pipeline.resolve import resolve
-from pipeline.schedule import lr_at
+from pipeline.training.schedule import lr_at
 
 IMAGENET = 1_281_167
 
@@ -25,7 +25,7 @@ def config(*overrides: str):
 ])
 def test_global_batch_and_linear_scaling(world, batch, accumulation, global_batch, lr, steps):
     run = resolve(config(f"data.batch_size={batch}", f"optim.accumulation={accumulation}"),
-                  world, IMAGENET, gpus_per_node=8 if world >= 8 else world)
+                  world, IMAGENET, ranks_per_node=8 if world >= 8 else world)
     assert run.global_batch == global_batch
     assert run.lr == pytest.approx(lr)
     assert run.steps_per_epoch == steps
@@ -35,7 +35,7 @@ def test_global_batch_and_linear_scaling(world, batch, accumulation, global_batc
 
 def test_sqrt_scaling_and_bn_groups():
     run = resolve(config("data.batch_size=128", "optim.scaling=sqrt", "model.sync_bn=node"),
-                  64, IMAGENET, gpus_per_node=8)
+                  64, IMAGENET, ranks_per_node=8)
     assert run.lr == pytest.approx(0.1 * math.sqrt(8192 / 256))
     assert (run.bn_group, run.bn_batch) == (8, 1024)
     assert resolve(config("model.sync_bn=4"), 64, IMAGENET, 8).bn_group == 4
@@ -85,3 +85,28 @@ def test_step_decay_at_milestone_epochs():
     expected = {20: 0.4, 29: 0.4, 30: 0.04, 59: 0.04, 60: 0.004, 99: 0.004}
     assert {s: pytest.approx(lr) for s, lr in expected.items()} == {
         s: lr_at(s, cfg, run) for s in expected}
+
+
+@pytest.mark.parametrize("overrides, named", [
+    (("data.dtype=bfloat16", "precision.autocast=float32"), "data.dtype = bfloat16 with "
+     "precision.autocast = float32"),
+    (("data.dtype=float16", "precision.autocast=bfloat16"), "set data.dtype to float32 or "
+     "to bfloat16"),
+    (("dist.zero_stage=1",), "dist.zero_stage = 1 needs dist.engine = deepspeed"),
+])
+def test_sections_that_cannot_work_together_are_refused_naming_both(overrides, named):
+    with pytest.raises(ValueError, match=named):
+        resolve(config(*overrides), 8, IMAGENET, 8)
+
+
+def test_the_memory_format_and_epochs_of_a_step_are_decided_once():
+    ddp = resolve(config("data.channels_last=true"), 8, IMAGENET, 8)
+    deepspeed = resolve(config("data.channels_last=true", "dist.engine=deepspeed",
+                               "dist.zero_stage=2"), 8, IMAGENET, 8)
+    assert (ddp.channels_last, deepspeed.channels_last) == (True, False)
+    assert deepspeed.engine.zero_stage == 2 and deepspeed.engine.autocast == "bfloat16"
+    run = resolve(config("data.batch_size=100", "optim.accumulation=2"), 2, 1000)
+    assert (run.batches_per_epoch, run.steps_per_epoch) == (5, 2)  # micro-batches vs steps
+    assert [run.epoch_of(s) for s in (0, 1, 2, 3, 4)] == [0, 0, 1, 1, 2]
+    assert [run.is_epoch_end(s) for s in (0, 1, 2, 4)] == [False, False, True, True]
+    assert run.epochs_done(3) == 1.5

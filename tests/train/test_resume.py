@@ -11,7 +11,7 @@ import signal
 import pytest
 from run_helpers import assert_same_tensors, checkpoints, launch, records, state_at, wait_for
 
-from pipeline.preemption import REQUEUE_EXIT_CODE
+from pipeline.training.preemption import REQUEUE_EXIT_CODE
 
 STEPS = 12  # of 25 per epoch (400 images / (2 ranks x 8)): every stop is mid-epoch
 
@@ -100,12 +100,13 @@ def test_a_damaged_newest_checkpoint_is_skipped_with_a_message(reference, sample
 SIGNAL_AT_EPOCH_END = """
 import os, signal, sys
 from pipeline import train
-lr_at = train.lr_at
+from pipeline.training import trainer
+lr_at = trainer.lr_at
 def lr_at_and_signal(step, *args):
     if step == 23:  # the flag raised in step 24 is acted on after step 25
         os.kill(os.getpid(), signal.SIGTERM)
     return lr_at(step, *args)
-train.lr_at = lr_at_and_signal
+trainer.lr_at = lr_at_and_signal
 sys.exit(train.main(sys.argv[1:]))
 """
 

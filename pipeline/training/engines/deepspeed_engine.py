@@ -10,33 +10,32 @@ import deepspeed
 import torch
 from torch import nn
 
-from pipeline.config import Config
-from pipeline.dist import DistEnv
-from pipeline.engines import criterion
-from pipeline.optim import build_optimizer
+from pipeline.launch.distributed import DistEnv
 from pipeline.resolve import Derived
+from pipeline.training.loss import criterion
+from pipeline.training.optim import build_optimizer
 
 log = logging.getLogger(__name__)
 TAG = "deepspeed"  # the sub-folder DeepSpeed's collective save writes
 
 
-def deepspeed_config(cfg: Config, run: Derived) -> dict:
-    """The DeepSpeed config the run's own config implies (logged at start)."""
-    amp = cfg.precision.autocast != "float32"
+def deepspeed_config(run: Derived) -> dict:
+    """The DeepSpeed config the run's derived values imply (logged at start)."""
+    spec = run.engine
     return {
         "train_batch_size": run.global_batch,
         "train_micro_batch_size_per_gpu": run.per_gpu_batch,
         "gradient_accumulation_steps": run.accumulation,
-        "gradient_clipping": cfg.optim.grad_clip,
-        "zero_optimization": {"stage": cfg.dist.zero_stage},
+        "gradient_clipping": spec.optim.grad_clip,
+        "zero_optimization": {"stage": spec.zero_stage},
         "zero_allow_untested_optimizer": True,  # our SGD/LARS rather than DeepSpeed's own
-        "torch_autocast": {"enabled": amp, "dtype": cfg.precision.autocast},
+        "torch_autocast": {"enabled": spec.autocast_dtype is not None, "dtype": spec.autocast},
         "steps_per_print": 2**31 - 1,  # the trainer logs; DeepSpeed stays quiet
     }
 
 
 class DeepSpeedEngine:
-    def __init__(self, model: nn.Module, cfg: Config, run: Derived, env: DistEnv):
+    def __init__(self, model: nn.Module, run: Derived, env: DistEnv):
         self.module = model
         logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
         # DeepSpeed reads these even with the process group up; srun does not set them.
@@ -44,17 +43,16 @@ class DeepSpeedEngine:
                             ("LOCAL_RANK", env.local_rank)):
             os.environ.setdefault(name, str(value))
         deepspeed.init_distributed(dist_backend=env.backend, auto_mpi_discovery=False)
-        # DeepSpeed broadcasts and flattens parameters as plain contiguous memory; the
-        # convs still run NHWC when the images are channels_last (PyTorch follows the input).
-        model = model.to(memory_format=torch.contiguous_format)
-        config = deepspeed_config(cfg, run)
+        # The weights arrive NCHW (resolve decides: DeepSpeed flattens parameters as plain
+        # contiguous memory).
+        config = deepspeed_config(run)
         log.info("DeepSpeed config: %s", config)
         self.model, self.optimizer, _, _ = deepspeed.initialize(
-            model=model, optimizer=build_optimizer(model, cfg.optim, run.lr), config=config,
-            dist_init_required=False)
-        if cfg.model.compile:
+            model=model, optimizer=build_optimizer(model, run.engine.optim, run.lr),
+            config=config, dist_init_required=False)
+        if run.engine.compile:
             self.model.compile()  # DeepSpeed compiles its module in place
-        self.criterion = criterion(cfg)
+        self.criterion = criterion(run.engine.optim.label_smoothing)
 
     def forward_backward(self, images: torch.Tensor, labels: torch.Tensor,
                          boundary: bool) -> tuple[torch.Tensor, torch.Tensor]:

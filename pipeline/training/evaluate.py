@@ -1,6 +1,6 @@
 """Validation over the exact val set, and precise BN statistics.
 
-    metrics = evaluate(engine.module, val_loader, autocast_dtype)   # every rank
+    metrics = evaluate(engine.module, val_loader, run.autocast_dtype)   # every rank
     # {"val/loss", "val/top1", "val/top5", "val/images"}: over every val image once
 
 Ranks sum loss and correct counts over their real samples (`valid` masks the padding of
@@ -20,6 +20,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from pipeline.data import ValLoader
+from pipeline.training.precision import autocast
 
 
 @torch.no_grad()
@@ -31,7 +32,7 @@ def evaluate(model: nn.Module, loader: ValLoader, amp_dtype: torch.dtype | None)
         dist.broadcast(buffer, src=0)
     sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, top-1, top-5, images
     for images, labels, valid in loader:
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        with autocast(device, amp_dtype):
             logits = model(images).float()
         loss = nn.functional.cross_entropy(logits, labels, reduction="none")
         top1, top5 = correct_at(logits, labels, (1, 5))
@@ -73,7 +74,7 @@ def recompute_bn_statistics(model: nn.Module, batches: Iterable, num_batches: in
     for i, (images, _) in enumerate(batches):
         if i == num_batches:
             break
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        with autocast(device, amp_dtype):
             model(images)
     for bn, momentum in zip(norms, momenta, strict=True):
         bn.momentum = momentum

@@ -9,36 +9,37 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from pipeline.config import Config
-from pipeline.dist import DistEnv
-from pipeline.engines import AMP_DTYPES, criterion
-from pipeline.optim import build_optimizer
+from pipeline.launch.distributed import DistEnv
 from pipeline.resolve import Derived
+from pipeline.training.loss import criterion
+from pipeline.training.optim import build_optimizer
+from pipeline.training.precision import autocast
 
 STATE_FILE = "engine.pt"
 
 
 class DDPEngine:
-    def __init__(self, model: nn.Module, cfg: Config, run: Derived, env: DistEnv):
+    def __init__(self, model: nn.Module, run: Derived, env: DistEnv):
+        spec = run.engine
         self.module, self.env, self.accumulation = model, env, run.accumulation
-        self.optimizer = build_optimizer(model, cfg.optim, run.lr)
+        self.optimizer = build_optimizer(model, spec.optim, run.lr)
         self.model = self.ddp = DistributedDataParallel(
             model, device_ids=[env.device.index] if env.device.type == "cuda" else None,
-            bucket_cap_mb=cfg.dist.bucket_mb, gradient_as_bucket_view=True)
-        if cfg.model.compile:  # around DDP, so the bare module's state dict keeps its keys
+            bucket_cap_mb=spec.bucket_mb, gradient_as_bucket_view=True)
+        if spec.compile:  # around DDP, so the bare module's state dict keeps its keys
             self.model = torch.compile(self.model)
-        self.amp_dtype = AMP_DTYPES[cfg.precision.autocast]
+        self.amp_dtype = spec.autocast_dtype
         self.scaler = torch.amp.GradScaler(env.device.type,
                                            enabled=self.amp_dtype == torch.float16)
-        self.criterion, self.grad_clip = criterion(cfg), cfg.optim.grad_clip
+        self.criterion = criterion(spec.optim.label_smoothing)
+        self.grad_clip = spec.optim.grad_clip
 
     def forward_backward(self, images: torch.Tensor, labels: torch.Tensor,
                          boundary: bool) -> tuple[torch.Tensor, torch.Tensor]:
         # Off the boundary DDP must skip its all-reduce from the forward on (no_sync).
         sync = contextlib.nullcontext() if boundary else self.ddp.no_sync()
         with sync:
-            with torch.autocast(self.env.device.type, dtype=self.amp_dtype,
-                                enabled=self.amp_dtype is not None):
+            with autocast(self.env.device, self.amp_dtype):
                 logits = self.model(images)
             loss = self.criterion(logits, labels)
             self.scaler.scale(loss / self.accumulation).backward()

@@ -31,6 +31,6 @@ def lr_at(step: int, cfg: ScheduleConfig, run: Derived) -> float:
         periods = after / (cfg.exp_every_epochs * run.steps_per_epoch)
         return peak * cfg.exp_rate ** (math.floor(periods) if cfg.exp_staircase else periods)
     if cfg.decay == "step":
-        passed = bisect.bisect_right(list(cfg.milestones), step / run.steps_per_epoch)
+        passed = bisect.bisect_right(list(cfg.milestones), run.epochs_done(step))
         return peak * cfg.step_gamma ** passed
     return peak

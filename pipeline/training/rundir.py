@@ -11,20 +11,19 @@ import logging
 import sys
 from pathlib import Path
 
-from pipeline.config import Config, to_yaml
-from pipeline.dist import DistEnv
+from pipeline.launch.distributed import DistEnv
 from pipeline.resolve import Derived
 
 log = logging.getLogger("pipeline")
 FORMAT = "%(asctime)s rank{rank} %(levelname)s %(name)s: %(message)s"
 
 
-def prepare_run_dir(cfg: Config, env: DistEnv) -> Path:
-    run_dir = cfg.run_dir
+def prepare_run_dir(run_dir: Path, config_yaml: str, env: DistEnv) -> Path:
+    """The folder made, this rank's log file open, the resolved config written (rank 0)."""
     (run_dir / "logs").mkdir(parents=True, exist_ok=True)
     _setup_logging(run_dir / "logs" / f"rank-{env.rank:05d}.log", env)
     if env.is_main:
-        _write_config(run_dir / "config.yaml", to_yaml(cfg))
+        _write_config(run_dir / "config.yaml", config_yaml)
     log.info("run folder %s; %s launch, rank %d of %d, local rank %d, device %s, %s",
              run_dir, env.launch.launcher, env.rank, env.world_size, env.local_rank,
              env.device, env.backend)

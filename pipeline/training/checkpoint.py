@@ -24,7 +24,7 @@ import logging
 import os
 import random
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -32,25 +32,16 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from data_prep.shard_writer import file_sha256
 from pipeline.config import CheckpointConfig
 from pipeline.data import TrainLoader
-from pipeline.dist import DistEnv
-from pipeline.engines import Engine
+from pipeline.files import file_sha256, fsync_path
+from pipeline.launch.distributed import DistEnv
+from pipeline.training.engines import Engine
+from pipeline.training.state import TrainState
 
 log = logging.getLogger(__name__)
 META, TRAINER = "meta.json", "trainer.pt"
 PARTIAL = ".partial"
-
-
-@dataclass
-class TrainState:
-    """What the loop counts, saved with every checkpoint."""
-
-    step: int = 0  # optimizer steps done; the epoch is step // steps_per_epoch
-    best_top1: float | None = None
-    validated_step: int = 0  # the step of the last validation (0: none yet)
-    wandb_id: str | None = None
 
 
 class CheckpointError(RuntimeError):
@@ -186,7 +177,7 @@ def _publish(tmp: Path, final: Path, meta: dict[str, Any]) -> None:
     """Sync every file, hash it into meta.json, then rename: the checkpoint exists."""
     files = {}
     for path in sorted(p for p in tmp.rglob("*") if p.is_file()):
-        _fsync(path)
+        fsync_path(path)
         files[str(path.relative_to(tmp))] = (path.stat().st_size, file_sha256(path))
     meta = {**meta, "files": files}
     with open(tmp / META, "w") as f:
@@ -196,15 +187,7 @@ def _publish(tmp: Path, final: Path, meta: dict[str, Any]) -> None:
     if final.exists():  # the same step saved again after a resume
         shutil.rmtree(final)
     os.replace(tmp, final)
-    _fsync(final.parent)
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_path(final.parent)
 
 
 def _read_meta(folder: Path) -> dict | None:

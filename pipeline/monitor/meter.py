@@ -38,7 +38,7 @@ class StepMeter:
         loss, correct, samples, batches, wait = sums.tolist()
         elapsed = time.perf_counter() - self.started
         world = self.run.world_size
-        record = {"step": step, "epoch": step / self.run.steps_per_epoch,
+        record = {"step": step, "epoch": self.run.epochs_done(step),
                   "train/loss": loss / batches, "train/top1": correct / samples,
                   "lr": optimizer.param_groups[0]["lr"], "images_per_s": samples / elapsed,
                   "data_wait_s": wait / batches, "data_wait_fraction": wait / world / elapsed}

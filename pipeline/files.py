@@ -1,0 +1,68 @@
+"""File helpers that the shard writer, the loaders and the checkpoints share.
+
+    digest = file_sha256(path)              # None when the file does not exist
+    write_json_atomic(path, {"a": 1})       # readers see the old file or the new one
+    fsync_path(folder)                      # a rename inside `folder` survives a crash
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+PARTIAL = ".partial-"  # PATH.partial-PID: a file being written by process PID
+
+
+def file_sha256(path: Path) -> str | None:
+    """The file's sha256, or None if it does not exist."""
+    if not path.is_file():
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    """Sorted, indented JSON, written beside `path` and renamed onto it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with AtomicFile(path) as f:
+        f.write((json.dumps(obj, indent=1, sort_keys=True) + "\n").encode())
+
+
+def fsync_path(path: Path) -> None:
+    """Flushes a file, or a folder's entries (after a rename), to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class AtomicFile:
+    """Opens PATH.partial-PID for writing; on success renames it to PATH.
+
+    No fsync: after a power loss a torn shard fails its checksum on the rerun and is
+    rewritten, and syncing would make every shard wait for the disk.
+
+    The PID in the name keeps two writers of one file apart (a worker orphaned by a
+    killed run can still be finishing while the rerun starts); both write the same bytes.
+    """
+
+    def __init__(self, path: Path):
+        self.path, self.tmp = path, path.with_name(f"{path.name}{PARTIAL}{os.getpid()}")
+
+    def __enter__(self):
+        self.f = open(self.tmp, "wb")
+        return self.f
+
+    def __exit__(self, exc_type, *_):
+        self.f.close()
+        if exc_type is not None:
+            self.tmp.unlink(missing_ok=True)
+            return False
+        os.replace(self.tmp, self.path)
+        return False

@@ -1,0 +1,82 @@
+"""One way to build a training: config -> loaders -> derived values -> model -> engine.
+
+    parts = assemble(cfg, env)                       # the trainer, benchmarks, launch tools
+    parts.train, parts.val, parts.run, parts.engine
+    parts = assemble(cfg, env, DataShape(1000, 10))  # no shards: model and engine only
+
+Every user of a training's parts (the trainer, the benchmarks, the engine tests, preflight
+and the paper's experiments) builds them here, so they all get the same seeds, BN groups,
+memory format and engine settings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from pipeline.config import Config, ModelConfig
+from pipeline.data import TrainLoader, ValLoader, build_train_loader, build_val_loader
+from pipeline.data.epochs import derive_seed
+from pipeline.launch.distributed import DistEnv
+from pipeline.models import create_model
+from pipeline.models.syncbn import build_sync_group, convert_sync_batchnorm
+from pipeline.resolve import Derived, resolve
+from pipeline.training.engines import Engine, build_engine
+
+
+@dataclass(frozen=True)
+class DataShape:
+    """What the model and the derived values need to know of the data."""
+
+    train_samples: int
+    num_classes: int
+
+
+@dataclass
+class Parts:
+    train: TrainLoader | None  # None when assembled from a DataShape
+    val: ValLoader | None
+    run: Derived
+    engine: Engine
+
+    @property
+    def model(self) -> nn.Module:
+        return self.engine.module
+
+
+def assemble(cfg: Config, env: DistEnv, data: DataShape | None = None) -> Parts:
+    """The loaders over cfg.data.shards (unless `data` stands in for them), the derived
+    values, BN-Inception with synchronized BN, and its engine. Collective."""
+    seed_everything(cfg.seed, cfg.precision.deterministic)
+    train = val = None
+    if data is None:
+        train = build_train_loader(cfg.data, env.rank, env.world_size, env.device)
+        val = build_val_loader(cfg.data, env.rank, env.world_size, env.device)
+        data = DataShape(train.split.num_samples, train.split.num_classes)
+    run = resolve(cfg, env.world_size, data.train_samples, env.ranks_per_node)
+    model = build_model(cfg.model, data.num_classes, run, env)
+    torch.manual_seed(derive_seed(cfg.seed, 1, env.rank))  # dropout differs per rank
+    return Parts(train, val, run, build_engine(model, run, env))
+
+
+def build_model(cfg: ModelConfig, num_classes: int, run: Derived, env: DistEnv) -> nn.Module:
+    """The network on its device and memory format, with BN synchronized over its group."""
+    if cfg.num_classes and cfg.num_classes != num_classes:
+        raise ValueError(f"model.num_classes = {cfg.num_classes}, but the shards' "
+                         f"classes.json has {num_classes} classes")
+    model = create_model(cfg.name, num_classes=num_classes, bn=cfg.bn, act=cfg.act,
+                         dropout=cfg.dropout, bn_eps=cfg.bn_eps, bn_momentum=cfg.bn_momentum,
+                         separable_stem=cfg.separable_stem)
+    layout = torch.channels_last if run.channels_last else torch.contiguous_format
+    model = model.to(env.device, memory_format=layout)
+    group = build_sync_group(max(1, run.bn_group))  # a size: resolve checked it
+    return convert_sync_batchnorm(model, group)  # model.compile: the engine compiles it
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    """Same initial weights on every rank; deterministic kernels when asked."""
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(deterministic)
+    torch.backends.cudnn.benchmark = not deterministic

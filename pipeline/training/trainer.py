@@ -1,0 +1,169 @@
+"""The training loop: epochs of optimizer steps, validation, checkpoints and resume.
+
+    status = Trainer(cfg, env).fit()     # 0, or REQUEUE_EXIT_CODE after a preemption save
+
+The parts come from assembly.assemble; this module only runs them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import replace
+
+from pipeline.config import Config, to_dict, to_yaml
+from pipeline.data import build_train_loader
+from pipeline.data.epochs import derive_seed
+from pipeline.launch.distributed import DistEnv
+from pipeline.monitor.meter import StepMeter
+from pipeline.monitor.tracker import Tracker
+from pipeline.training.assembly import assemble
+from pipeline.training.checkpoint import Checkpointer
+from pipeline.training.evaluate import correct_at, evaluate, recompute_bn_statistics
+from pipeline.training.optim import set_lr
+from pipeline.training.preemption import REQUEUE_EXIT_CODE, NonFiniteLoss, StopAgreement
+from pipeline.training.rundir import prepare_run_dir, record_derived
+from pipeline.training.schedule import lr_at
+from pipeline.training.state import TrainState, new_wandb_id
+
+log = logging.getLogger("pipeline.train")
+
+
+class Trainer:
+    def __init__(self, cfg: Config, env: DistEnv):
+        self.cfg, self.env = cfg, env
+        self.run_dir = prepare_run_dir(cfg.run_dir, to_yaml(cfg), env)
+        parts = assemble(cfg, env)
+        self.train_loader, self.val_loader = parts.train, parts.val
+        self.run, self.engine = parts.run, parts.engine
+        record_derived(self.run_dir, self.run, env)
+        self.checkpoints = Checkpointer(self.run_dir, cfg.checkpoint, env)
+        self.state = self.resume()
+        self.tracker = Tracker(cfg.log, self.run_dir, env, cfg.name, self.state.wandb_id,
+                               {**to_dict(cfg), "derived": self.run.as_dict()})
+        self.stop = StopAgreement()
+        self.last_checkpoint = None
+        self.bn_loader = None  # precise BN's own train loader, made when first needed
+
+    def fit(self) -> int:
+        """Trains to run.total_steps; returns the process exit status."""
+        try:
+            return self.train_to_the_end()
+        finally:
+            self.tracker.close()
+
+    def train_to_the_end(self) -> int:
+        if self.evaluation_due():  # a preemption cut in between an epoch's end and its eval
+            self.save(self.validate())
+        while self.state.step < self.run.total_steps:
+            epoch = self.run.epoch_of(self.state.step)
+            self.train_loader.set_epoch(epoch)  # a no-op when resumed inside the epoch
+            if not self.train_one_epoch(epoch):
+                return REQUEUE_EXIT_CODE
+            self.save(self.validate() if self.evaluation_due() else None)
+        return 0
+
+    def evaluation_due(self) -> bool:
+        """At the end of every eval.every_epochs-th epoch and of training, once."""
+        step, run, every = self.state.step, self.run, self.cfg.eval.every_epochs
+        if step == 0 or step == self.state.validated_step:
+            return False
+        return step == run.total_steps or (
+            run.is_epoch_end(step) and every > 0 and run.epoch_of(step) % every == 0)
+
+    def train_one_epoch(self, epoch: int) -> bool:
+        """Optimizer steps up to the end of `epoch` (or of training); False if preempted."""
+        run, state, engine = self.run, self.state, self.engine
+        end = min(run.total_steps, (epoch + 1) * run.steps_per_epoch)
+        meter = StepMeter(self.train_loader, run)
+        micro = 0
+        for images, labels in self.train_loader:
+            boundary = (micro + 1) % run.accumulation == 0
+            if micro % run.accumulation == 0:
+                set_lr(engine.optimizer, lr_at(state.step, self.cfg.schedule, run))
+                step_loss = 0.0
+            loss, logits = engine.forward_backward(images, labels, boundary)
+            step_loss = step_loss + loss
+            meter.add_batch(loss, correct_at(logits, labels, (1,))[0])
+            micro += 1
+            if not boundary:
+                continue
+            engine.step()
+            state.step += 1
+            verdict = self.stop.poll(state.step, step_loss)
+            self.raise_if_diverged(verdict.bad_step)
+            if state.step % self.cfg.log.every_steps == 0 or state.step == end:
+                self.log_train(meter.flush(state.step, engine.optimizer))
+            if verdict.preempted:
+                log.warning("stopping at step %d: %s", state.step, self.stop.signalled)
+                self.save()
+                return False
+            if state.step == end:  # train_to_the_end saves (and evaluates) there
+                break
+            every = self.cfg.checkpoint.every_steps
+            if every and state.step % every == 0:
+                self.save()
+        return True
+
+    def log_train(self, record: dict) -> None:
+        self.tracker.log(record)
+        log.info("step %d/%d (epoch %.2f): loss %.4f, top-1 %.3f, lr %.4g, %.0f img/s, "
+                 "data wait %.1f%%", record["step"], self.run.total_steps, record["epoch"],
+                 record["train/loss"], record["train/top1"], record["lr"],
+                 record["images_per_s"], 100 * record["data_wait_fraction"])
+
+    def validate(self) -> float:
+        amp_dtype = self.run.autocast_dtype
+        if self.cfg.eval.precise_bn_batches:
+            recompute_bn_statistics(self.engine.module, self.precise_bn_batches(),
+                                    self.cfg.eval.precise_bn_batches, amp_dtype)
+        started = time.perf_counter()
+        metrics = evaluate(self.engine.module, self.val_loader, amp_dtype)
+        metrics["val/seconds"] = time.perf_counter() - started
+        top1 = metrics["val/top1"]
+        self.state.validated_step = self.state.step
+        if self.state.best_top1 is None or top1 > self.state.best_top1:
+            self.state.best_top1 = top1
+        metrics["val/best_top1"] = self.state.best_top1
+        self.tracker.log({"step": self.state.step,
+                          "epoch": self.run.epochs_done(self.state.step), **metrics})
+        log.info("step %d: val top-1 %.4f, top-5 %.4f, loss %.4f over %d images",
+                 self.state.step, top1, metrics["val/top5"], metrics["val/loss"],
+                 metrics["val/images"])
+        return top1
+
+    def precise_bn_batches(self):
+        """Train batches of the current epoch from a second loader (other augmentations),
+        so the training loader's position is untouched."""
+        if self.bn_loader is None:
+            data = replace(self.cfg.data, seed=derive_seed(self.cfg.data.seed, 7))
+            self.bn_loader = build_train_loader(data, self.env.rank, self.env.world_size,
+                                                self.env.device)
+        self.bn_loader.set_epoch(self.run.epoch_of(self.state.step))
+        return self.bn_loader
+
+    def save(self, top1: float | None = None) -> None:
+        self.raise_if_diverged(self.stop.settle().bad_step)  # never checkpoint a NaN
+        extra = {"config": to_yaml(self.cfg), "derived": self.run.as_dict()}
+        self.last_checkpoint = self.checkpoints.save(self.engine, self.train_loader,
+                                                     self.state, extra, top1)
+        log.info("checkpoint %s", self.last_checkpoint)
+
+    def resume(self) -> TrainState:
+        folder = self.checkpoints.find_resume()
+        if folder is None:
+            log.info("starting from scratch")
+            return TrainState()
+        trainer = self.checkpoints.load(folder, self.engine, self.train_loader)
+        state = TrainState(**trainer["state"])
+        state.wandb_id = state.wandb_id or new_wandb_id()  # saved before ids were chosen early
+        log.info("resumed from %s at step %d", folder, state.step)
+        return state
+
+    def raise_if_diverged(self, bad_step: int | None) -> None:
+        if bad_step is None:
+            return
+        found = self.last_checkpoint or self.checkpoints.find_resume()
+        raise NonFiniteLoss(f"the loss was NaN or Inf at step {bad_step}; the last good "
+                            f"checkpoint is {found or 'none (no checkpoint yet)'}. Lower "
+                            "optim.base_lr or lengthen the warmup, then resume from it")
