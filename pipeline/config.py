@@ -40,6 +40,9 @@ class DataConfig:
 
     shards: str = _opt(MISSING, "folder written by data_prep/shard.py (classes.json, train/, val/)")
     backend: str = _opt("dali", "'dali' (GPU decode) or 'webdataset' (CPU DataLoader fallback)")
+    stage_dir: str = _opt("", "node-local folder (NVMe, /dev/shm) the first rank of each node "
+                          "copies the shards to at start, verified and kept across runs; "
+                          "training reads the copy. Empty: read data.shards directly")
     image_size: int = _opt(224, "training and validation crop size in pixels")
     val_resize_ratio: float = _opt(256 / 224, "val: shorter side = image_size * ratio, then "
                                    "center crop")
@@ -198,6 +201,8 @@ class DistConfig:
     timeout_s: int = _opt(600, "a collective that waits longer fails the run (a dead rank)")
     bucket_mb: int = _opt(25, "gradient all-reduce bucket size in MB")
     device: str = _opt("auto", "auto (cuda when present) | cuda | cpu")
+    max_requeues: int = _opt(100, "after a preemption save, requeue the SLURM job at most "
+                             "this many times (SLURM_RESTART_COUNT); 0: never")
 
     def __post_init__(self) -> None:
         _check(self.engine in ("ddp", "deepspeed"), "dist.engine", self.engine, "ddp or deepspeed")
@@ -207,6 +212,7 @@ class DistConfig:
         _check(self.device in ("auto", "cuda", "cpu"), "dist.device", self.device,
                "auto, cuda or cpu")
         _check(self.timeout_s >= 1, "dist.timeout_s", self.timeout_s, ">= 1")
+        _check(self.max_requeues >= 0, "dist.max_requeues", self.max_requeues, ">= 0")
 
 
 @dataclass

@@ -35,6 +35,7 @@ class EngineSpec:
     zero_stage: int
     bucket_mb: int
     compile: bool
+    fixed_buckets: bool  # precision.deterministic: one all-reduce order for good (DDP)
 
     @property
     def autocast_dtype(self) -> torch.dtype | None:
@@ -119,10 +120,15 @@ def resolve(cfg: Config, world_size: int, train_samples: int,
                          f"{batches} an epoch of {train_samples} samples gives per rank")
     global_batch = batch * world_size * accumulation
     total_steps = max(1, round(cfg.schedule.epochs * steps_per_epoch))
+    if cfg.model.sync_bn == "node" and ranks_per_node is None:
+        raise ValueError("model.sync_bn = node, but the launcher set RANK / WORLD_SIZE "
+                         "without LOCAL_WORLD_SIZE, so the ranks per node are unknown: set "
+                         "LOCAL_WORLD_SIZE, or model.sync_bn to the ranks per node")
     group = sync_group_size(cfg.model.sync_group, world_size, ranks_per_node)
     engine = EngineSpec(name=cfg.dist.engine, optim=cfg.optim, autocast=cfg.precision.autocast,
                         zero_stage=cfg.dist.zero_stage, bucket_mb=cfg.dist.bucket_mb,
-                        compile=cfg.model.compile)
+                        compile=cfg.model.compile,
+                        fixed_buckets=cfg.precision.deterministic)
     return Derived(
         world_size=world_size, per_gpu_batch=batch, accumulation=accumulation,
         global_batch=global_batch, lr=scaled_lr(cfg.optim, global_batch),

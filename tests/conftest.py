@@ -1,4 +1,5 @@
-"""Session fixtures shared by all tests: the local SLURM cluster (slurm/local/cluster.sh)."""
+"""Session fixtures shared by all tests: the local SLURM cluster (slurm/local/cluster.sh) and
+learnable sample shards for training runs."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from data_prep import sample, shard
 
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER_SH = REPO / "slurm" / "local" / "cluster.sh"
@@ -59,3 +62,13 @@ def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmClu
     finally:
         stopped = cluster_sh("stop", scratch)
         assert stopped.returncode == 0, f"cluster.sh stop failed:\n{stopped.stderr}"
+
+
+@pytest.fixture(scope="session")
+def sample_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """10 classes: 400 train images in 7 shards, 100 val images in 2."""
+    root = tmp_path_factory.mktemp("sample")
+    sample.generate(root / "source", classes=10, train_per_class=40, val_per_class=10)
+    assert shard.main(["--source", str(root / "source"), "--out", str(root / "shards"),
+                       "--shard-size", "64", "--workers", "1"]) == 0
+    return root / "shards"

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 import torch
@@ -41,7 +41,8 @@ class DistEnv:
         return self.launch.local_rank
 
     @property
-    def ranks_per_node(self) -> int:
+    def ranks_per_node(self) -> int | None:
+        """None when the launcher did not say (RANK without LOCAL_WORLD_SIZE)."""
         return self.launch.local_world_size
 
     @property
@@ -93,8 +94,9 @@ def shutdown(env: DistEnv) -> None:
 def _from_group(launch: Launch) -> Launch:
     rank, world = dist.get_rank(), dist.get_world_size()
     local_world = launch.local_world_size if launch.world_size == world else world
-    return Launch(launch.launcher, rank, world, rank % local_world, local_world,
-                  launch.master_addr, launch.master_port)
+    local_world = local_world or world
+    return replace(launch, rank=rank, world_size=world, local_rank=rank % local_world,
+                   local_world_size=local_world, node_rank=rank // local_world)
 
 
 def _host(addr: str) -> str:

@@ -16,10 +16,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from pipeline.config import Config, ModelConfig
+from pipeline.config import Config, DataConfig, ModelConfig
 from pipeline.data import TrainLoader, ValLoader, build_train_loader, build_val_loader
 from pipeline.data.epochs import derive_seed
 from pipeline.launch.distributed import DistEnv
+from pipeline.launch.staging import stage_shards
 from pipeline.models import create_model
 from pipeline.models.syncbn import build_sync_group, convert_sync_batchnorm
 from pipeline.resolve import Derived, resolve
@@ -36,6 +37,7 @@ class DataShape:
 
 @dataclass
 class Parts:
+    data: DataConfig  # what the loaders read (data.shards is the node-local copy if staged)
     train: TrainLoader | None  # None when assembled from a DataShape
     val: ValLoader | None
     run: Derived
@@ -47,18 +49,20 @@ class Parts:
 
 
 def assemble(cfg: Config, env: DistEnv, data: DataShape | None = None) -> Parts:
-    """The loaders over cfg.data.shards (unless `data` stands in for them), the derived
-    values, BN-Inception with synchronized BN, and its engine. Collective."""
+    """The loaders over cfg.data.shards or their node-local copy (unless `data` stands in
+    for them), the derived values, BN-Inception with synchronized BN, and its engine.
+    Collective."""
     seed_everything(cfg.seed, cfg.precision.deterministic)
-    train = val = None
+    data_cfg, train, val = cfg.data, None, None
     if data is None:
-        train = build_train_loader(cfg.data, env.rank, env.world_size, env.device)
-        val = build_val_loader(cfg.data, env.rank, env.world_size, env.device)
+        data_cfg = stage_shards(cfg.data, env)
+        train = build_train_loader(data_cfg, env.rank, env.world_size, env.device)
+        val = build_val_loader(data_cfg, env.rank, env.world_size, env.device)
         data = DataShape(train.split.num_samples, train.split.num_classes)
     run = resolve(cfg, env.world_size, data.train_samples, env.ranks_per_node)
     model = build_model(cfg.model, data.num_classes, run, env)
     torch.manual_seed(derive_seed(cfg.seed, 1, env.rank))  # dropout differs per rank
-    return Parts(train, val, run, build_engine(model, run, env))
+    return Parts(data_cfg, train, val, run, build_engine(model, run, env))
 
 
 def build_model(cfg: ModelConfig, num_classes: int, run: Derived, env: DistEnv) -> nn.Module:

@@ -2,7 +2,7 @@
 
     checkpoints = Checkpointer(run_dir, cfg.checkpoint, env)
     folder = checkpoints.find_resume()          # newest valid one, or None
-    if folder: trainer = checkpoints.load(folder, engine, loader)   # trainer.pt's dict
+    if folder: trainer = checkpoints.read_trainer(folder); checkpoints.load(folder, engine, loader)
     checkpoints.save(engine, loader, state, extra, top1)   # collective: every rank calls it
 
 runs/<name>/checkpoints/step-00001200/
@@ -88,17 +88,36 @@ class Checkpointer:
         dist.broadcast_object_list(choice, src=0)
         return Path(choice[0]) if choice[0] else None
 
-    def load(self, folder: Path, engine: Engine, loader: TrainLoader) -> dict[str, Any]:
-        """Restores the engine, this rank's loader position and RNGs; returns trainer.pt."""
+    def read_trainer(self, folder: Path) -> dict[str, Any]:
+        """trainer.pt: the TrainState, the config and the derived values it was saved with."""
+        return torch.load(folder / TRAINER, map_location="cpu", weights_only=False)
+
+    def load(self, folder: Path, engine: Engine, loader: TrainLoader,
+             restart_epoch: int | None = None) -> None:
+        """Restores the engine, this rank's loader position and RNGs; with `restart_epoch`
+        the loader goes to that epoch's start instead (the run's shape changed)."""
         engine.load(folder)
-        trainer = torch.load(folder / TRAINER, map_location="cpu", weights_only=False)
         own = folder / f"rank-{self.env.rank:05d}.pt"
         ranks = own if own.is_file() else folder / "rank-00000.pt"  # the world size changed
         saved = torch.load(ranks, map_location="cpu", weights_only=False)
-        loader.load_state_dict(saved["loader"])  # another rank's state: skip, or a clear error
+        if restart_epoch is None:
+            loader.load_state_dict(saved["loader"])  # another rank's: skip, or a clear error
+        else:
+            loader.set_epoch(restart_epoch)
         if ranks == own:
             set_rng_state(saved["rng"], self.env.device)
-        return trainer
+
+    def set_aside(self, label: str) -> Path:
+        """Collective: moves every checkpoint into checkpoints/<label>/, where resume and
+        pruning no longer see them (their steps count another run shape's)."""
+        folder = self.dir / label
+        dist.barrier()  # every rank has read what it resumes from
+        if self.env.is_main:
+            folder.mkdir(exist_ok=True)
+            for old in self.dir.glob("step-*[0-9]"):
+                os.replace(old, folder / old.name)
+        dist.barrier()
+        return folder
 
     def _choose(self) -> Path | None:
         if self.cfg.resume != "auto":

@@ -1,8 +1,9 @@
 """Stopping together: preemption signals and non-finite losses, agreed on by all ranks.
 
-    stop = StopAgreement()                    # installs SIGUSR1/SIGTERM handlers
-    verdict = stop.poll(step, loss)           # once per optimizer step, every rank
-    if verdict.preempted: save, then sys.exit(REQUEUE_EXIT_CODE)
+    signals = StopSignals.install()            # pipeline.launch.signals, at process start
+    stop = StopAgreement(signals)              # in the trainer
+    verdict = stop.poll(step, loss)            # once per optimizer step, every rank
+    if verdict.preempted: save, requeue (rank 0), exit REQUEUE_EXIT_CODE
     if verdict.bad_step is not None: raise NonFiniteLoss(...)
 
 A signal reaches some ranks, not all (SLURM signals the tasks of one node first; torchrun
@@ -14,14 +15,14 @@ never waits for the GPU's current step, only for the one before it.
 
 from __future__ import annotations
 
-import signal
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
-REQUEUE_EXIT_CODE = 75  # EX_TEMPFAIL: "try again"; slurm/ scripts requeue the job on it
-SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
+from pipeline.launch.signals import StopSignals
+
+REQUEUE_EXIT_CODE = 75  # EX_TEMPFAIL: "try again"; after a preemption save
 
 
 class NonFiniteLoss(RuntimeError):
@@ -35,20 +36,15 @@ class Verdict:
 
 
 class StopAgreement:
-    def __init__(self):
-        self.signalled: str | None = None
+    def __init__(self, signals: StopSignals):
+        self.signals = signals
+        self.reason: str | None = None  # why the ranks agreed to stop
         self._pending: tuple[int, torch.Tensor, dist.Work | None] | None = None
-        for sig in SIGNALS:
-            signal.signal(sig, self._on_signal)
-
-    def _on_signal(self, signum: int, _frame) -> None:
-        # Only a flag: the loop acts on it at the next step boundary, with all ranks.
-        self.signalled = signal.Signals(signum).name
 
     def poll(self, step: int, loss: torch.Tensor) -> Verdict:
         """Starts the reduction of this step's flags; returns the previous step's verdict."""
         verdict = self._collect()
-        signalled = torch.full((), float(self.signalled is not None), device=loss.device)
+        signalled = torch.full((), float(self.signals.received is not None), device=loss.device)
         flags = torch.stack([signalled, (~torch.isfinite(loss)).float()])  # no host copy
         self._pending = (step, flags, dist.all_reduce(flags, dist.ReduceOp.MAX, async_op=True))
         return verdict
@@ -64,6 +60,6 @@ class StopAgreement:
         self._pending = None
         work.wait()
         preempted, bad = (bool(v) for v in flags.tolist())
-        if preempted and self.signalled is None:
-            self.signalled = "another rank's signal"
+        if preempted and self.reason is None:
+            self.reason = self.signals.received or "another rank's signal"
         return Verdict(preempted, step if bad else None)

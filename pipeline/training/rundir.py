@@ -24,9 +24,13 @@ def prepare_run_dir(run_dir: Path, config_yaml: str, env: DistEnv) -> Path:
     _setup_logging(run_dir / "logs" / f"rank-{env.rank:05d}.log", env)
     if env.is_main:
         _write_config(run_dir / "config.yaml", config_yaml)
+    launch = env.launch
     log.info("run folder %s; %s launch, rank %d of %d, local rank %d, device %s, %s",
-             run_dir, env.launch.launcher, env.rank, env.world_size, env.local_rank,
+             run_dir, launch.launcher, env.rank, env.world_size, env.local_rank,
              env.device, env.backend)
+    if launch.job_id is not None:
+        log.info("SLURM job %s, restart %d; master %s:%d", launch.job_id,
+                 launch.restart_count, launch.master_addr, launch.master_port)
     return run_dir
 
 

@@ -1,6 +1,6 @@
 """The training loop: epochs of optimizer steps, validation, checkpoints and resume.
 
-    status = Trainer(cfg, env).fit()     # 0, or REQUEUE_EXIT_CODE after a preemption save
+    status = Trainer(cfg, env, signals).fit()   # 0, or REQUEUE_EXIT_CODE after a preemption save
 
 The parts come from assembly.assemble; this module only runs them.
 """
@@ -15,6 +15,7 @@ from pipeline.config import Config, to_dict, to_yaml
 from pipeline.data import build_train_loader
 from pipeline.data.epochs import derive_seed
 from pipeline.launch.distributed import DistEnv
+from pipeline.launch.signals import StopSignals
 from pipeline.monitor.meter import StepMeter
 from pipeline.monitor.tracker import Tracker
 from pipeline.training.assembly import assemble
@@ -22,6 +23,7 @@ from pipeline.training.checkpoint import Checkpointer
 from pipeline.training.evaluate import correct_at, evaluate, recompute_bn_statistics
 from pipeline.training.optim import set_lr
 from pipeline.training.preemption import REQUEUE_EXIT_CODE, NonFiniteLoss, StopAgreement
+from pipeline.training.reshape import resume_point
 from pipeline.training.rundir import prepare_run_dir, record_derived
 from pipeline.training.schedule import lr_at
 from pipeline.training.state import TrainState, new_wandb_id
@@ -30,18 +32,18 @@ log = logging.getLogger("pipeline.train")
 
 
 class Trainer:
-    def __init__(self, cfg: Config, env: DistEnv):
+    def __init__(self, cfg: Config, env: DistEnv, signals: StopSignals):
         self.cfg, self.env = cfg, env
         self.run_dir = prepare_run_dir(cfg.run_dir, to_yaml(cfg), env)
         parts = assemble(cfg, env)
-        self.train_loader, self.val_loader = parts.train, parts.val
+        self.data, self.train_loader, self.val_loader = parts.data, parts.train, parts.val
         self.run, self.engine = parts.run, parts.engine
         record_derived(self.run_dir, self.run, env)
         self.checkpoints = Checkpointer(self.run_dir, cfg.checkpoint, env)
         self.state = self.resume()
         self.tracker = Tracker(cfg.log, self.run_dir, env, cfg.name, self.state.wandb_id,
                                {**to_dict(cfg), "derived": self.run.as_dict()})
-        self.stop = StopAgreement()
+        self.stop = StopAgreement(signals)
         self.last_checkpoint = None
         self.bn_loader = None  # precise BN's own train loader, made when first needed
 
@@ -95,7 +97,7 @@ class Trainer:
             if state.step % self.cfg.log.every_steps == 0 or state.step == end:
                 self.log_train(meter.flush(state.step, engine.optimizer))
             if verdict.preempted:
-                log.warning("stopping at step %d: %s", state.step, self.stop.signalled)
+                log.warning("stopping at step %d: %s", state.step, self.stop.reason)
                 self.save()
                 return False
             if state.step == end:  # train_to_the_end saves (and evaluates) there
@@ -136,7 +138,7 @@ class Trainer:
         """Train batches of the current epoch from a second loader (other augmentations),
         so the training loader's position is untouched."""
         if self.bn_loader is None:
-            data = replace(self.cfg.data, seed=derive_seed(self.cfg.data.seed, 7))
+            data = replace(self.data, seed=derive_seed(self.data.seed, 7))
             self.bn_loader = build_train_loader(data, self.env.rank, self.env.world_size,
                                                 self.env.device)
         self.bn_loader.set_epoch(self.run.epoch_of(self.state.step))
@@ -154,8 +156,18 @@ class Trainer:
         if folder is None:
             log.info("starting from scratch")
             return TrainState()
-        trainer = self.checkpoints.load(folder, self.engine, self.train_loader)
-        state = TrainState(**trainer["state"])
+        trainer = self.checkpoints.read_trainer(folder)
+        point = resume_point(trainer["derived"], trainer["state"], self.run)
+        if point.note:
+            log.warning("%s", point.note)
+        self.checkpoints.load(folder, self.engine, self.train_loader, point.restart_epoch)
+        if point.note:  # the old steps would sort after the new ones: keep them apart
+            saved = trainer["derived"]
+            kept = self.checkpoints.set_aside(f"world{saved['world_size']}-batch"
+                                              f"{saved['global_batch']}")
+            log.warning("the checkpoints of that shape are kept in %s", kept)
+        state = TrainState(**{**trainer["state"], "step": point.step,
+                              "validated_step": point.validated_step})
         state.wandb_id = state.wandb_id or new_wandb_id()  # saved before ids were chosen early
         log.info("resumed from %s at step %d", folder, state.step)
         return state

@@ -20,7 +20,7 @@ def overrides(shards, runs, name: str, engine: str = "ddp") -> list[str]:
     return [f"data.shards={shards}", f"runs_dir={runs}", f"name={name}", "data.batch_size=8",
             f"schedule.epochs={STEPS / 25}", "checkpoint.every_steps=4", "log.every_steps=2",
             "eval.every_epochs=0", "dist.timeout_s=60", f"dist.engine={engine}",
-            "data.color_jitter=0.2"]
+            "data.color_jitter=0.2", "data.image_size=32"]
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +115,8 @@ def test_a_preemption_at_an_epoch_end_still_evaluates_that_epoch(sample_shards, 
     """Stopped on the epoch's last step, before its evaluation: the resumed run evaluates
     that epoch first, once, then trains on (25 steps per epoch, 30 in all)."""
     args = [f"data.shards={sample_shards}", f"runs_dir={tmp_path}", "name=run",
-            "schedule.epochs=1.2", "eval.every_epochs=1", "checkpoint.every_steps=0"]
+            "schedule.epochs=1.2", "eval.every_epochs=1", "checkpoint.every_steps=0",
+            "data.image_size=32"]
     run_dir = tmp_path / "run"
     job = launch(args, 1, tmp_path / "logs", entry=("-c", SIGNAL_AT_EPOCH_END))
     assert job.wait() == [REQUEUE_EXIT_CODE], job.text()

@@ -23,9 +23,16 @@ class DDPEngine:
         spec = run.engine
         self.module, self.env, self.accumulation = model, env, run.accumulation
         self.optimizer = build_optimizer(model, spec.optim, run.lr)
+        # DDP re-lays its gradient buckets after a process's first step (by the order the
+        # gradients became ready); a resumed process would then sum its first step in
+        # another order than the uninterrupted run did, and with 3+ ranks float sums
+        # differ. fixed_buckets (precision.deterministic) keeps the first layout for good:
+        # DDP skips the re-layout when it looks for unused parameters, at the cost of one
+        # walk over the autograd graph per step (and a warning that finds none unused).
         self.model = self.ddp = DistributedDataParallel(
             model, device_ids=[env.device.index] if env.device.type == "cuda" else None,
-            bucket_cap_mb=spec.bucket_mb, gradient_as_bucket_view=True)
+            bucket_cap_mb=spec.bucket_mb, gradient_as_bucket_view=True,
+            find_unused_parameters=spec.fixed_buckets)
         if spec.compile:  # around DDP, so the bare module's state dict keeps its keys
             self.model = torch.compile(self.model)
         self.amp_dtype = spec.autocast_dtype

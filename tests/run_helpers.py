@@ -16,7 +16,7 @@ import torch
 
 from pipeline.launch.environment import free_port
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "configs" / "smoke_cpu.yaml"
 
 
@@ -58,8 +58,11 @@ def launch(overrides: list[str], world: int, logs: Path, extra_env: dict | None 
     port = free_port()
     logs.mkdir(parents=True, exist_ok=True)
     processes, outputs = [], []
+    # Not SLURM's job even when pytest runs inside one: a preempted test run must not
+    # requeue the job around it.
+    outer = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
     for rank in range(world):
-        env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": str(world),
+        env = {**outer, "RANK": str(rank), "WORLD_SIZE": str(world),
                "LOCAL_RANK": str(rank), "LOCAL_WORLD_SIZE": str(world),
                "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1",
                **(extra_env or {})}

@@ -1,0 +1,42 @@
+"""The stop signals, caught from the first moment of a training process.
+
+    signals = StopSignals.install()     # before torch is imported
+    signals.received                    # "SIGUSR2", or None
+    signals.restore()                   # the previous handlers, when the training is over
+
+USR2 (SLURM's warning before the time limit, as slurm/ asks for it), USR1 and SIGTERM
+(preemption, the time limit itself) each mean "save now". A default-action signal during
+the slow start-up (importing torch from a shared file system, the rendezvous, the DALI
+build, the resume) would kill the rank; this flag is acted on at the first step.
+"""
+
+from __future__ import annotations
+
+import signal
+
+SIGNALS = (signal.SIGUSR2, signal.SIGUSR1, signal.SIGTERM)
+
+
+class StopSignals:
+    """The name of the first stop signal this process received, or None."""
+
+    def __init__(self):
+        self.received: str | None = None
+        self._previous: dict[int, object] = {}
+
+    @classmethod
+    def install(cls) -> StopSignals:
+        signals = cls()
+        for sig in SIGNALS:
+            signals._previous[sig] = signal.signal(sig, signals._on_signal)
+        return signals
+
+    def restore(self) -> None:
+        """The handlers from before install (for callers in a longer-lived process)."""
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _on_signal(self, signum: int, _frame) -> None:
+        # Only a flag: the loop acts on it at the next step boundary, with all ranks.
+        # Later signals (SLURM's SIGTERM after a requeue) change nothing.
+        self.received = self.received or signal.Signals(signum).name

@@ -1,0 +1,142 @@
+"""Node-local shards (data.stage_dir): one rank per node copies them, every rank reads the copy.
+
+    data = stage_shards(cfg.data, env)     # collective; cfg.data itself without a stage_dir
+
+At start the first rank of each node copies classes.json and each split's manifest, tars
+and indexes to STAGE_DIR/<name of the shards folder>/, hashing every tar on the way and
+comparing it with the manifest's sha256; the node's other ranks wait at a barrier. A
+copy verified by an earlier run on that node is kept without reading it again when its
+size and modification time are those recorded at verification (.staged.json), so a
+requeued job on the same nodes starts at once. Ranks that share a machine (the local
+test cluster's fake nodes) take turns through a file lock and the second finds the copy.
+docs/training.md gives the arithmetic for when this pays.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch.distributed as dist
+
+from data_prep.manifest import read_manifest
+from pipeline.config import DataConfig
+from pipeline.data.shards import ShardError
+from pipeline.files import PARTIAL, file_sha256, write_json_atomic
+from pipeline.launch.distributed import DistEnv
+
+log = logging.getLogger(__name__)
+SPLITS = ("train", "val")
+STAMP = ".staged.json"  # {tar name: [sha256, bytes, mtime_ns]} of verified copies
+CHUNK = 8 << 20
+
+
+@dataclass
+class Staged:
+    copied: int = 0  # shards copied (and verified) now
+    kept: int = 0  # shards whose verified copy was already there
+    bytes: int = 0  # bytes copied now
+    seconds: float = 0.0
+
+
+def stage_shards(cfg: DataConfig, env: DistEnv) -> DataConfig:
+    """Collective: every rank gets the data config that reads the node-local copy."""
+    if not cfg.stage_dir:
+        return cfg
+    source = Path(cfg.shards).resolve()
+    target = Path(cfg.stage_dir) / source.name
+    if env.local_rank == 0:
+        staged = copy_verified(source, target)
+        log.info("staged %s to %s: %d shards copied (%.1f GB, %.0f MB/s), %d kept", source,
+                 target, staged.copied, staged.bytes / 1e9,
+                 staged.bytes / 1e6 / max(staged.seconds, 1e-9), staged.kept)
+    if dist.is_initialized():
+        dist.barrier()
+    return replace(cfg, shards=str(target))
+
+
+def copy_verified(source: Path, target: Path) -> Staged:
+    """Brings `target` up to `source`'s manifests; returns what it did."""
+    started, staged = time.perf_counter(), Staged()
+    target.mkdir(parents=True, exist_ok=True)
+    with _locked(target.with_name(target.name + ".lock")):
+        for split in SPLITS:
+            _stage_split(source / split, target / split, staged)
+        shutil.copyfile(source / "classes.json", target / "classes.json")
+    staged.seconds = time.perf_counter() - started
+    return staged
+
+
+def _stage_split(source: Path, target: Path, staged: Staged) -> None:
+    manifest = read_manifest(source)
+    target.mkdir(parents=True, exist_ok=True)
+    stamps = _read_stamps(target)
+    listed = {entry["name"] for entry in manifest["shards"]}
+    for stale in target.glob("*.tar"):  # another version of the data set staged here
+        if stale.name not in listed:
+            stale.unlink()
+            stamps.pop(stale.name, None)
+    for entry in manifest["shards"]:
+        tar = target / entry["name"]
+        if _intact(tar, entry, stamps.get(entry["name"])) and \
+                file_sha256(target / entry["index"]) == entry["index_sha256"]:
+            staged.kept += 1
+            continue
+        _copy_checked(source / entry["index"], target / entry["index"], entry["index_sha256"])
+        _copy_checked(source / entry["name"], tar, entry["sha256"])
+        stat = tar.stat()
+        stamps[entry["name"]] = [entry["sha256"], stat.st_size, stat.st_mtime_ns]
+        write_json_atomic(target / STAMP, stamps)  # an interrupted copy keeps what it did
+        staged.copied += 1
+        staged.bytes += stat.st_size
+    shutil.copyfile(source / "manifest.json", target / "manifest.json")
+
+
+def _intact(tar: Path, entry: dict, stamp: list | None) -> bool:
+    if stamp is None or not tar.is_file():
+        return False
+    stat = tar.stat()
+    return stamp == [entry["sha256"], entry["bytes"], stat.st_mtime_ns] and \
+        stat.st_size == entry["bytes"]
+
+
+def _copy_checked(source: Path, target: Path, sha256: str) -> None:
+    """Copies with the hash taken on the way; a source that differs from its manifest is an
+    error naming it, and nothing half-copied is left."""
+    digest, tmp = hashlib.sha256(), target.with_name(f"{target.name}{PARTIAL}{os.getpid()}")
+    try:
+        with open(source, "rb") as src, open(tmp, "wb") as dst:
+            while chunk := src.read(CHUNK):
+                digest.update(chunk)
+                dst.write(chunk)
+        if digest.hexdigest() != sha256:
+            raise ShardError(f"{source} does not match the sha256 in its manifest: the shared "
+                             "copy is damaged; check it with data_prep/shard.py --verify")
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _read_stamps(target: Path) -> dict[str, list]:
+    try:
+        return json.loads((target / STAMP).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+@contextmanager
+def _locked(path: Path):
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

@@ -1,0 +1,197 @@
+"""The submitit launcher: the same training as slurm/train_64gpu.sh, submitted from Python.
+
+    python -m pipeline.launch --nodes 8 --gpus-per-node 8 --config configs/bn_inception.yaml \\
+        data.shards=/data/imagenet-shards [--partition P --account A --qos Q --constraint C \\
+        --time 24:00:00 --mem 0 --cpus-per-task 12] [--wait]
+
+One task per GPU under srun (`--kill-on-bad-exit`), USR2 300 s before the time limit, the
+job requeueable, logs appended across requeues, SRUN_CPUS_PER_TASK exported: what the
+job script does. Preemption stays collective: the trainer's handlers replace submitit's
+(which would checkpoint on rank 0 alone and exit inside the handler), every rank saves,
+rank 0 requeues with `scontrol requeue` and the tasks leave without a result, so the job
+comes back and resumes; submitit's own cap of 3 timeouts is raised to dist.max_requeues.
+Prints the job id, its logs, the run folder and the W&B project; `--wait` follows the job
+(through its requeues) and exits with 0 when every task finished its training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.config import Config, load_config
+
+TERMINAL = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY",
+            "BOOT_FAIL", "DEADLINE", "PREEMPTED")
+ENVIRONMENT = [  # the job script's exports (slurm/train_64gpu.sh says why)
+    "export SRUN_CPUS_PER_TASK=${SLURM_CPUS_PER_TASK:-1}",
+    "export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}",
+    "export TORCH_NCCL_ASYNC_ERROR_HANDLING=${TORCH_NCCL_ASYNC_ERROR_HANDLING:-1}",
+    "export NCCL_DEBUG=${NCCL_DEBUG:-WARN}",
+    'if [ -n "${CLUSTER_ENV:-}" ]; then source "$CLUSTER_ENV"; fi',
+]
+
+
+class LaunchError(ValueError):
+    """A request that cannot run, found before anything is submitted."""
+
+
+@dataclass(frozen=True)
+class TrainingJob:
+    """What every task of the job runs: the trainer's command line, in-process."""
+
+    argv: tuple[str, ...]
+
+    def __call__(self) -> dict:
+        from pipeline import train
+
+        outcome = train.run(list(self.argv))
+        if outcome.status == 0:
+            return {"status": 0, **outcome.summary}
+        if outcome.requeued:  # leave without a result: the job comes back and resumes
+            raise SystemExit(outcome.status)
+        raise RuntimeError(f"training ended with status {outcome.status}"
+                           f"{' after a preemption, not requeued' if outcome.preempted else ''}"
+                           f"; see {outcome.run_dir}/logs")
+
+    def checkpoint(self, *args, **kwargs):
+        """Only reached if SLURM's signal beats the trainer's handlers at start-up: the job
+        is requeued as it is and resumes from its newest checkpoint."""
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(self)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m pipeline.launch",
+                                description=__doc__.split("\n")[0])
+    p.add_argument("--nodes", type=int, default=1)
+    p.add_argument("--gpus-per-node", type=int, default=8, help="0 for a CPU-only job")
+    p.add_argument("--tasks-per-node", type=int, help="default: one per GPU (1 without GPUs)")
+    p.add_argument("--cpus-per-task", type=int, default=12)
+    p.add_argument("--time", default="24:00:00", help="minutes, or [D-]HH:MM:SS")
+    p.add_argument("--partition")
+    p.add_argument("--account")
+    p.add_argument("--qos")
+    p.add_argument("--constraint")
+    p.add_argument("--mem", help="per node, as sbatch takes it (0: all of it, 256G)")
+    p.add_argument("--signal-s", type=int, default=300, help="USR2 this long before the limit")
+    p.add_argument("--folder", type=Path, help="submitit's files and the logs "
+                   "(default: RUN_DIR/submitit)")
+    p.add_argument("--wait", action="store_true", help="follow the job until it ends")
+    p.add_argument("--config", default="configs/bn_inception.yaml")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.shards=/data")
+    return p.parse_args(argv)
+
+
+def minutes(text: str) -> int:
+    """sbatch's --time forms: M, H:M:S, D-H[:M[:S]]."""
+    days, _, clock = text.rpartition("-")
+    parts = [int(v) for v in clock.split(":")]
+    if len(parts) == 1 and not days:
+        return parts[0]
+    hours, mins, secs = (parts + [0, 0])[:3] if days else ([0] * (3 - len(parts)) + parts)
+    return int(days or 0) * 1440 + hours * 60 + mins + (secs > 0)
+
+
+def checked_request(args: argparse.Namespace) -> tuple[Config, list[str], int]:
+    """The config with a run name, the trainer's argv and the tasks per node; a
+    LaunchError names what would fail before anything is submitted."""
+    if not Path(args.config).is_file():
+        raise LaunchError(f"config {args.config} not found (from {Path.cwd()})")
+    tasks = args.tasks_per_node or max(1, args.gpus_per_node)
+    if args.gpus_per_node and tasks > args.gpus_per_node:
+        raise LaunchError(f"--tasks-per-node {tasks} exceeds --gpus-per-node "
+                          f"{args.gpus_per_node}: one task per GPU")
+    overrides = list(args.overrides)
+    if not any(o.startswith("name=") for o in overrides):
+        overrides.append(f"name={Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}")
+    try:
+        cfg = load_config(args.config, overrides)
+    except Exception as err:  # omegaconf's and ours: the message names the key
+        raise LaunchError(f"config error: {err}") from None
+    if args.partition:
+        shown = subprocess.run(["scontrol", "show", "partition", args.partition],
+                               capture_output=True, text=True)
+        if shown.returncode != 0:
+            raise LaunchError(f"partition {args.partition!r} does not exist on this cluster "
+                              f"(scontrol: {shown.stderr.strip() or shown.stdout.strip()}); "
+                              "`sinfo -s` lists them")
+    return cfg, ["--config", args.config, *overrides], tasks
+
+
+def submit(args: argparse.Namespace, cfg: Config, argv: list[str], tasks: int):
+    import submitit
+
+    folder = args.folder or cfg.run_dir / "submitit"
+    # Our trainer requeues, not submitit; its cap (3 by default) must still not end a run
+    # whose own handler ever runs (a signal during start-up).
+    executor = submitit.AutoExecutor(folder=folder, cluster="slurm",
+                                     slurm_max_num_timeout=cfg.dist.max_requeues)
+    optional = {f"slurm_{k}": getattr(args, k) for k in ("partition", "account", "qos",
+                                                          "constraint", "mem")
+                if getattr(args, k) is not None}
+    executor.update_parameters(
+        name=cfg.name, nodes=args.nodes, tasks_per_node=tasks, cpus_per_task=args.cpus_per_task,
+        timeout_min=minutes(args.time), slurm_signal_delay_s=args.signal_s,
+        slurm_setup=ENVIRONMENT,
+        slurm_srun_args=["--kill-on-bad-exit=1"],
+        slurm_additional_parameters={"requeue": True}, **optional,
+        **({"gpus_per_node": args.gpus_per_node} if args.gpus_per_node else {}))
+    return executor.submit(TrainingJob(tuple(argv)))
+
+
+def job_state(job_id: str) -> tuple[str | None, int]:
+    """(JobState, Restarts) from scontrol; (None, 0) once SLURM has forgotten the job."""
+    shown = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True,
+                           text=True).stdout
+    state, restarts = re.search(r"JobState=(\S+)", shown), re.search(r"Restarts=(\d+)", shown)
+    return (state[1] if state else None), int(restarts[1]) if restarts else 0
+
+
+def follow(job, poll_s: float = 3.0) -> int:
+    """Prints the job's state changes until it ends; 0 when every task returned a result."""
+    seen = None
+    while True:
+        state, restarts = job_state(job.job_id)
+        if (state, restarts) != seen:
+            print(f"job {job.job_id}: {state or 'gone from squeue'}, restarts {restarts}",
+                  flush=True)
+            seen = (state, restarts)
+        if state is None or state in TERMINAL:
+            break
+        time.sleep(poll_s)
+    tasks = [job.task(i) for i in range(job.num_tasks)]
+    if not all(t.paths.result_pickle.exists() for t in tasks):
+        print(f"job {job.job_id} ended {state} without a result from every task; see "
+              f"{job.paths.stdout}", flush=True)
+        return 1
+    try:
+        results = job.results()
+    except Exception as err:  # submitit re-raises the task's traceback
+        print(f"job {job.job_id} failed: {err}", flush=True)
+        return 1
+    print(f"job {job.job_id}: {results[0]}", flush=True)
+    return 0 if all(r["status"] == 0 for r in results) else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        cfg, train_argv, tasks = checked_request(args)
+    except LaunchError as err:
+        print(f"launch: {err}", file=sys.stderr)
+        return 2
+    job = submit(args, cfg, train_argv, tasks)
+    print(f"submitted SLURM job {job.job_id}: {args.nodes} nodes x {tasks} tasks\n"
+          f"  logs:       {job.paths.folder / f'{job.job_id}_*_log.out'} (a file per task)\n"
+          f"  run folder: {cfg.run_dir}", flush=True)
+    if cfg.log.wandb == "online":
+        print(f"  W&B:        https://wandb.ai/{cfg.log.entity or '<your entity>'}/"
+              f"{cfg.log.project} (the run's own link is in its log)", flush=True)
+    return follow(job) if args.wait else 0
