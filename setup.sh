@@ -14,6 +14,10 @@ pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 # DS_BUILD_OPS=0: DeepSpeed builds its ops just in time instead of at install.
 if [ "${1:-}" = "--dev" ]; then
   DS_BUILD_OPS=0 "${pip[@]}" -e ".[dev]"
+  # DeepSpeed's CPU accelerator JIT-builds its shared-memory op on first use (~50 s);
+  # once here rather than inside the first DeepSpeed test (cached in ~/.cache).
+  .venv/bin/python -c "from deepspeed.comm.torch import build_shm_op; build_shm_op()" \
+    >/dev/null 2>&1 || echo "setup.sh: DeepSpeed's shm op did not build; tests build it" >&2
   if ! command -v slurmctld >/dev/null; then
     if [ "$(id -u)" = 0 ]; then
       apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \

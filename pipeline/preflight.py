@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from omegaconf.errors import OmegaConfBaseException
+
 from pipeline.config import load_config
 from pipeline.launch.distributed import init_distributed, shutdown
 from pipeline.launch.preflight import run_preflight
@@ -30,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         cfg = load_config(args.config, args.overrides)
-    except Exception as err:  # omegaconf's and ours name the key
+    except (ValueError, OmegaConfBaseException, OSError) as err:  # names the key
         print(f"config error: {err}", file=sys.stderr)
         return 2
     env = init_distributed(cfg.dist)

@@ -145,6 +145,14 @@ class TrainLoader(_Timed):
             self._close()
             self.epoch, self.iteration = self.epoch + 1, 0
 
+    def close(self) -> None:
+        """Frees the reader (DALI pipeline or workers) now; the next iteration reopens it at
+        the current position."""
+        self._roll_over()
+        if self._reader is not None:
+            self._restored = self._reader.checkpoint() if self.iteration else None
+        self._close()
+
     def _close(self) -> None:
         if self._reader is not None:
             self._reader.close()
@@ -174,24 +182,26 @@ class ValLoader(_Timed):
             reader.close()
 
 
-def build_train_loader(cfg: DataConfig, rank: int, world_size: int,
-                       device: torch.device) -> TrainLoader:
-    split = _split(cfg, "train", rank, world_size)
+def build_train_loader(cfg: DataConfig, rank: int, world_size: int, device: torch.device,
+                       hash_indexes: bool = True) -> TrainLoader:
+    """hash_indexes=False: the indexes were hashed once for the job (shards.load_split)."""
+    split = _split(cfg, "train", rank, world_size, hash_indexes)
     return TrainLoader(_backend(cfg, split, rank, world_size, device), split, cfg, rank,
                        world_size, device)
 
 
-def build_val_loader(cfg: DataConfig, rank: int, world_size: int,
-                     device: torch.device) -> ValLoader:
-    split = _split(cfg, "val", rank, world_size)
+def build_val_loader(cfg: DataConfig, rank: int, world_size: int, device: torch.device,
+                     hash_indexes: bool = True) -> ValLoader:
+    split = _split(cfg, "val", rank, world_size, hash_indexes)
     return ValLoader(_backend(cfg, split, rank, world_size, device), split, cfg, world_size,
                      device)
 
 
-def _split(cfg: DataConfig, name: str, rank: int, world_size: int) -> Split:
+def _split(cfg: DataConfig, name: str, rank: int, world_size: int,
+           hash_indexes: bool) -> Split:
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} is outside world size {world_size}")
-    return load_split(cfg.shards, name)
+    return load_split(cfg.shards, name, hash_indexes)
 
 
 def _backend(cfg: DataConfig, split: Split, rank: int, world_size: int,

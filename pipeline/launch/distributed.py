@@ -50,11 +50,12 @@ class DistEnv:
         return self.launch.rank == 0
 
 
-def pick_device(cfg: DistConfig, launch: Launch) -> torch.device:
-    use_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
+def pick_device(cfg: DistConfig, launch: Launch, visible: int | None = None) -> torch.device:
+    """The rank's device; `visible` (the CUDA devices this process sees) is for tests."""
+    visible = torch.cuda.device_count() if visible is None else visible
+    use_cuda = cfg.device == "cuda" or (cfg.device == "auto" and visible > 0)
     if not use_cuda:
         return torch.device("cpu")
-    visible = torch.cuda.device_count()
     if visible == 0:
         raise RuntimeError("dist.device = cuda but no GPU is visible to rank "
                            f"{launch.rank} (CUDA_VISIBLE_DEVICES="

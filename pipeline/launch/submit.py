@@ -24,6 +24,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from omegaconf.errors import OmegaConfBaseException
+
 from pipeline.config import Config, load_config
 
 TERMINAL = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY",
@@ -113,7 +115,7 @@ def checked_request(args: argparse.Namespace) -> tuple[Config, list[str], int]:
         overrides.append(f"name={Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}")
     try:
         cfg = load_config(args.config, overrides)
-    except Exception as err:  # omegaconf's and ours: the message names the key
+    except (ValueError, OmegaConfBaseException, OSError) as err:  # names the key
         raise LaunchError(f"config error: {err}") from None
     if args.partition:
         shown = subprocess.run(["scontrol", "show", "partition", args.partition],

@@ -14,17 +14,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from pipeline.config import Config, DataConfig, ModelConfig
 from pipeline.data import TrainLoader, ValLoader, build_train_loader, build_val_loader
 from pipeline.data.epochs import derive_seed
+from pipeline.data.shards import ShardError, load_split
 from pipeline.launch.distributed import DistEnv
 from pipeline.launch.staging import stage_shards
 from pipeline.models import create_model
 from pipeline.models.syncbn import build_sync_group, convert_sync_batchnorm
 from pipeline.resolve import Derived, resolve
 from pipeline.training.engines import Engine, build_engine
+
+SPLITS = ("train", "val")
 
 
 @dataclass(frozen=True)
@@ -56,13 +60,32 @@ def assemble(cfg: Config, env: DistEnv, data: DataShape | None = None) -> Parts:
     data_cfg, train, val = cfg.data, None, None
     if data is None:
         data_cfg = stage_shards(cfg.data, env)
-        train = build_train_loader(data_cfg, env.rank, env.world_size, env.device)
-        val = build_val_loader(data_cfg, env.rank, env.world_size, env.device)
+        check_shards_once(data_cfg.shards, env)
+        train = build_train_loader(data_cfg, env.rank, env.world_size, env.device,
+                                   hash_indexes=False)
+        val = build_val_loader(data_cfg, env.rank, env.world_size, env.device,
+                               hash_indexes=False)
         data = DataShape(train.split.num_samples, train.split.num_classes)
     run = resolve(cfg, env.world_size, data.train_samples, env.ranks_per_node)
     model = build_model(cfg.model, data.num_classes, run, env)
     torch.manual_seed(derive_seed(cfg.seed, 1, env.rank))  # dropout differs per rank
     return Parts(data_cfg, train, val, run, build_engine(model, run, env))
+
+
+def check_shards_once(root: str, env: DistEnv) -> None:
+    """Collective: rank 0 runs the loader's full checks (the indexes' sha256 included) and
+    every rank raises its ShardError, so the other ranks need only cheap ones."""
+    problem = [None]
+    if env.is_main:
+        try:
+            for split in SPLITS:
+                load_split(root, split)
+        except ShardError as err:
+            problem[0] = str(err)
+    if dist.is_initialized():
+        dist.broadcast_object_list(problem, src=0)
+    if problem[0] is not None:
+        raise ShardError(problem[0])
 
 
 def build_model(cfg: ModelConfig, num_classes: int, run: Derived, env: DistEnv) -> nn.Module:
@@ -80,7 +103,9 @@ def build_model(cfg: ModelConfig, num_classes: int, run: Derived, env: DistEnv) 
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
-    """Same initial weights on every rank; deterministic kernels when asked."""
+    """Same initial weights on every rank; deterministic kernels when asked (cuBLAS's
+    workspace: precision.prepare_determinism, before CUDA starts)."""
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(deterministic)
+    torch.backends.cudnn.deterministic = deterministic
     torch.backends.cudnn.benchmark = not deterministic

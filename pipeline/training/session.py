@@ -21,6 +21,7 @@ from pipeline.launch.distributed import init_distributed, shutdown
 from pipeline.launch.requeue import requeue_job
 from pipeline.launch.signals import StopSignals
 from pipeline.training.checkpoint import CheckpointError
+from pipeline.training.precision import prepare_determinism
 from pipeline.training.preemption import REQUEUE_EXIT_CODE, NonFiniteLoss
 from pipeline.training.trainer import Trainer
 
@@ -64,6 +65,7 @@ def run_session(argv: list[str] | None, signals: StopSignals) -> Outcome:
     except (ValueError, OmegaConfBaseException, OSError) as err:
         print(f"config error: {err}", file=sys.stderr)
         return Outcome(2)
+    prepare_determinism(cfg.precision.deterministic)
     env = init_distributed(cfg.dist)
     try:
         status = Trainer(cfg, env, signals).fit()

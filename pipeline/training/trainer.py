@@ -119,6 +119,7 @@ class Trainer:
         if self.cfg.eval.precise_bn_batches:
             recompute_bn_statistics(self.engine.module, self.precise_bn_batches(),
                                     self.cfg.eval.precise_bn_batches, amp_dtype)
+            self.bn_loader.close()  # not a second DALI pipeline per GPU for the whole run
         started = time.perf_counter()
         metrics = evaluate(self.engine.module, self.val_loader, amp_dtype)
         metrics["val/seconds"] = time.perf_counter() - started
@@ -136,11 +137,11 @@ class Trainer:
 
     def precise_bn_batches(self):
         """Train batches of the current epoch from a second loader (other augmentations),
-        so the training loader's position is untouched."""
+        so the training loader's position is untouched; its reader is closed after use."""
         if self.bn_loader is None:
             data = replace(self.data, seed=derive_seed(self.data.seed, 7))
             self.bn_loader = build_train_loader(data, self.env.rank, self.env.world_size,
-                                                self.env.device)
+                                                self.env.device, hash_indexes=False)
         self.bn_loader.set_epoch(self.run.epoch_of(self.state.step))
         return self.bn_loader
 

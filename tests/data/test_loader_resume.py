@@ -85,3 +85,17 @@ def test_saving_inside_the_loop_does_not_disturb_it(shards):
     assert [(s["epoch"], s["iteration"]) for s in states] == [(0, i) for i in range(1, 6)] + [
         (1, 0)]
     assert keys == [k for _, _, k in reference(cfg)[:6]] and loader.epoch == 1
+
+
+@pytest.mark.parametrize("backend", ["dali", "webdataset"])
+def test_close_frees_the_reader_and_the_next_pass_goes_on_where_it_stopped(shards, backend):
+    """What the trainer does with precise BN's second loader after each use."""
+    cfg = config(shards, backend=backend)
+    expected = reference(cfg)[:6]
+    loader = build_train_loader(cfg, RANK, WORLD, CPU)
+    first = [(images, labels, loader.last_keys)
+             for _, (images, labels) in zip(range(2), loader, strict=False)]
+    loader.close()
+    assert loader._reader is None  # no pipeline or workers held between uses
+    rest = epoch(loader)
+    assert_same(first + rest, expected)

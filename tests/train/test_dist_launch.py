@@ -140,3 +140,19 @@ def test_node_names_only_slurm_knows_resolve_through_its_node_addr(slurm_cluster
     assert resolve_host("node3") == "127.0.0.1"
     with pytest.raises(ValueError, match="set MASTER_ADDR"):
         resolve_host("no-such-node")
+
+
+@pytest.mark.parametrize("visible, local_rank, expected", [
+    (8, 3, torch.device("cuda", 3)),  # all of the node's GPUs visible: its own by local rank
+    (1, 5, torch.device("cuda", 0)),  # narrowed to one GPU per task (--gpus-per-task=1)
+    (0, 0, "no GPU is visible"),
+    (4, 6, "local rank 6 has no GPU: 4 are visible"),
+])
+def test_the_cuda_device_of_a_rank(visible, local_rank, expected):
+    launch = detect_launch(slurm_env(local_rank, 0, local_rank), fake_dns)
+    if isinstance(expected, str):
+        with pytest.raises(RuntimeError, match=expected):
+            pick_device(DistConfig(device="cuda"), launch, visible)
+    else:
+        assert pick_device(DistConfig(device="auto"), launch, visible) == expected
+    assert pick_device(DistConfig(device="cpu"), launch, visible) == torch.device("cpu")
