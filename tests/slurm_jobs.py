@@ -1,4 +1,4 @@
-"""Real jobs on the local SLURM cluster: submit with sbatch --wait, watch, release requeues.
+"""Real jobs on the local SLURM cluster: submit with sbatch, wait for the end, release requeues.
 
     job = sbatch(script, ["--nodes=2", ...], ["configs/smoke_cpu.yaml", "name=x"], log)
     release_requeued(job.job_id)      # a requeued job starts now, not in two minutes
@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -16,29 +17,35 @@ from pathlib import Path
 
 from run_helpers import REPO
 
-from pipeline.launch.submit import job_state
+from pipeline.launch.submit import TERMINAL, job_state
 
 JOB_SCRIPT = REPO / "slurm" / "train_64gpu.sh"
 # The job script's own #SBATCH lines ask for 8 nodes of 8 GPUs, 12 CPUs per task and a
-# day: more than the local cluster's partition gives (8 CPUs per node, 4 h).
-SMALL = ["--nodes=2", "--ntasks-per-node=2", "--gpus-per-node=2", "--cpus-per-task=1",
-         "--time=00:10:00"]
+# day: more than the local cluster's partition gives (8 CPUs per node, 4 h). Its
+# --signal=USR2@300 comes 5-6 min before the limit, so a shorter --time stops a job at once.
+TIME = "--time=00:30:00"
+SMALL = ["--nodes=2", "--ntasks-per-node=2", "--gpus-per-node=2", "--cpus-per-task=1", TIME]
 
 
 @dataclass
 class BatchJob:
-    process: subprocess.Popen
     job_id: str
     log: Path
 
     def wait(self, timeout: float = 300) -> int:
+        """The job's exit status once it has ended, polled twice a second (sbatch --wait
+        polls up to 10 s apart, which adds up over a test session)."""
         try:
-            self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
+            wait_until(lambda: job_state(self.job_id)[0] in TERMINAL, f"job {self.job_id}",
+                       timeout)
+        except AssertionError:
             subprocess.run(["scancel", self.job_id])
             raise AssertionError(f"job {self.job_id} ran past {timeout}s:\n"
                                  f"{self.text()}") from None
-        return self.process.returncode
+        shown = subprocess.run(["scontrol", "show", "job", "-o", self.job_id],
+                               capture_output=True, text=True).stdout
+        status, signal = (int(v) for v in re.search(r"\bExitCode=(\d+):(\d+)", shown).groups())
+        return -signal if signal else status
 
     def text(self) -> str:
         return self.log.read_text() if self.log.is_file() else "(no log)"
@@ -46,16 +53,14 @@ class BatchJob:
 
 def sbatch(script: Path, options: list[str], args: list[str], log: Path,
            env: dict[str, str] | None = None) -> BatchJob:
-    """sbatch --wait in the background; its exit status is the job's."""
+    """Submits the job; BatchJob.wait() gives its exit status."""
     environment = {**os.environ, "PYTHON": sys.executable, **(env or {})}
-    process = subprocess.Popen(["sbatch", "--wait", "--parsable", f"--output={log}", *options,
-                                str(script), *args], cwd=REPO, env=environment,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    job_id = process.stdout.readline().strip().split(";")[0]
-    if not job_id:
-        process.wait()
-        raise AssertionError(f"sbatch refused the job: {process.stderr.read()}")
-    return BatchJob(process, job_id, log)
+    done = subprocess.run(["sbatch", "--parsable", f"--output={log}", *options, str(script),
+                           *args], cwd=REPO, env=environment, capture_output=True, text=True,
+                          timeout=60)
+    if done.returncode != 0:
+        raise AssertionError(f"sbatch refused the job: {done.stderr}")
+    return BatchJob(done.stdout.strip().split(";")[0], log)
 
 
 def wait_until(condition, what: str, timeout: float = 240, poll: float = 0.5) -> None:

@@ -11,7 +11,7 @@ import subprocess
 
 from launch_runs import SMOKE, STEPS, overrides
 from run_helpers import assert_same_tensors, checkpoints, state_at
-from slurm_jobs import JOB_SCRIPT, SMALL, release_requeued, sbatch, wait_until
+from slurm_jobs import JOB_SCRIPT, SMALL, TIME, release_requeued, sbatch, wait_until
 
 from pipeline.launch.submit import job_state
 from pipeline.training.preemption import REQUEUE_EXIT_CODE
@@ -77,7 +77,7 @@ def test_the_time_limit_signal_saves_and_the_requeue_cap_holds(slurm_cluster, sa
 
 def test_the_full_64_task_shape_as_a_dry_run(slurm_cluster, tmp_path):
     """8 nodes x 8 tasks report who they are; every task sees its node's 8 GPUs."""
-    job = sbatch(JOB_SCRIPT, ["--cpus-per-task=1", "--time=00:05:00"], [], tmp_path / "job.out",
+    job = sbatch(JOB_SCRIPT, ["--cpus-per-task=1", TIME], [], tmp_path / "job.out",
                  env={"DRY_RUN": "1"})
     assert job.wait(timeout=120) == 0, job.text()
     tasks = sorted((json.loads(line) for line in job.text().splitlines()
@@ -97,7 +97,7 @@ def test_bad_requests_end_before_any_training(slurm_cluster, sample_shards, tmp_
     assert "config configs/nope.yaml not found" in missing.text()
 
     crowded = sbatch(JOB_SCRIPT, ["--nodes=1", "--ntasks-per-node=4", "--gpus-per-node=2",
-                                  "--cpus-per-task=1", "--time=00:05:00"], [SMOKE],
+                                  "--cpus-per-task=1", TIME], [SMOKE],
                      tmp_path / "crowded.out")
     assert crowded.wait(timeout=60) == 2
     assert "4 tasks per node but 2 GPUs per node" in crowded.text()
