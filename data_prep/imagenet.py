@@ -11,17 +11,21 @@ Labels are the index of the wnid in the sorted list of train wnids.
 from __future__ import annotations
 
 import csv
+import os
 import re
 import tarfile
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from data_prep.dali_index import UNSAFE_IN_KEY
+
 WNID = re.compile(r"^n\d{8}$")
 TRAIN_ARCHIVE = "ILSVRC2012_img_train.tar"
 VAL_ARCHIVE = "ILSVRC2012_img_val.tar"
 VAL_CSV = "LOC_val_solution.csv"
 SYNSET_FILE = "LOC_synset_mapping.txt"
+NESTED = "nested folder: files in class subfolders are not read; move them up into the class folder"
 
 
 class SourceError(Exception):
@@ -32,7 +36,7 @@ class SourceError(Exception):
 class SourceItem:
     """One input file: where its bytes are and what it is."""
 
-    key: str  # sample key in the shards: the file stem, no dots
+    key: str  # sample key in the shards: the file stem, no dots or white space
     relpath: str  # path relative to SOURCE (archive members: archive/inner/name)
     wnid: str
     path: str  # file to read: the image itself or the archive holding it
@@ -94,21 +98,24 @@ def list_train(source: Path) -> Listing:
 
 def list_val(source: Path, val_csv: Path | None) -> Listing:
     folder = source / "val"
+    if not folder.is_dir() and not (source / VAL_ARCHIVE).is_file():
+        raise SourceError(f"{source}: no val/ folder and no {VAL_ARCHIVE}; add one, or "
+                          "shard the train set alone with --splits train")
     if folder.is_dir() and any(p.is_dir() for p in folder.iterdir()):
         return _list_class_folders(source, "val")
     labels = _val_labels(source, val_csv)
+    odd: list[dict] = []
     if folder.is_dir():
-        files = sorted(p for p in folder.iterdir() if p.is_file())
+        files, odd = _folder_files(source, folder)
         items = [_file_item(source, p, labels.get(_stem(p.name), "")) for p in files]
-    elif (source / VAL_ARCHIVE).is_file():
+    else:
         items = [
             SourceItem(_key(name), f"{VAL_ARCHIVE}/{name}", labels.get(_stem(name), ""),
                        str(source / VAL_ARCHIVE), offset, size)
             for name, offset, size in _tar_members(source / VAL_ARCHIVE)
         ]
-    else:
-        raise SourceError(f"{source}: no val/ folder and no {VAL_ARCHIVE}")
-    return _drop_unlabelled(items, val_csv or source / VAL_CSV)
+    listing = _drop_unlabelled(items, val_csv or source / VAL_CSV)
+    return Listing(listing.items, odd + listing.rejected)
 
 
 def check_val_wnids(listing: Listing, wnids: list[str]) -> None:
@@ -124,16 +131,44 @@ def check_val_wnids(listing: Listing, wnids: list[str]) -> None:
 def _list_class_folders(source: Path, split: str) -> Listing:
     items, rejected = [], []
     for entry in sorted((source / split).iterdir()):
-        if entry.is_file():
-            rejected.append({"source": f"{split}/{entry.name}", "reason": "not in a class folder"})
+        if not entry.is_dir():
+            reason = "not in a class folder" if entry.is_file() else _not_a_file(entry)
+            rejected.append(_reject(source, entry, reason))
             continue
         if not WNID.match(entry.name):
             raise SourceError(f"{entry}: class folder name is not a wnid like n01440764")
-        files = sorted(p for p in entry.iterdir() if p.is_file())
+        files, odd = _folder_files(source, entry)
         if not files:
-            raise SourceError(f"{entry}: class folder is empty; remove it or restore its images")
+            raise SourceError(f"{entry}: class folder is empty (no images directly in it); "
+                              "remove it or restore its images")
         items.extend(_file_item(source, p, entry.name) for p in files)
+        rejected.extend(odd)
     return Listing(items, rejected)
+
+
+def _folder_files(source: Path, folder: Path) -> tuple[list[Path], list[dict]]:
+    """The files directly in `folder`, and a reject for everything else below it, so that
+    the manifest accounts for every file that was not read."""
+    files, rejected = [], []
+    for path in sorted(folder.iterdir()):
+        if path.is_file():
+            files.append(path)
+        elif path.is_dir():
+            rejected.extend(_reject(source, p, NESTED) for p in sorted(path.rglob("*"))
+                            if p.is_symlink() or not p.is_dir())
+        else:
+            rejected.append(_reject(source, path, _not_a_file(path)))
+    return files, rejected
+
+
+def _not_a_file(path: Path) -> str:
+    if path.is_symlink():
+        return f"dangling symlink: its target {os.readlink(path)} does not exist"
+    return "not a regular file (a socket, pipe or device)"
+
+
+def _reject(source: Path, path: Path, reason: str) -> dict:
+    return {"source": str(path.relative_to(source)), "reason": reason}
 
 
 def _list_train_archive(source: Path) -> Listing:
@@ -163,7 +198,9 @@ def _tar_members(path: Path):
 
 
 def _val_labels(source: Path, val_csv: Path | None) -> dict[str, str]:
-    candidates = [val_csv] if val_csv else [d / VAL_CSV for d in [source, *source.parents][:4]]
+    # Resolved, so that `--source .` looks above the working folder too.
+    folders = [source.resolve(), *source.resolve().parents][:4]
+    candidates = [val_csv] if val_csv else [d / VAL_CSV for d in folders]
     for path in candidates:
         if path.is_file():
             with open(path, newline="") as f:
@@ -191,5 +228,6 @@ def _stem(name: str) -> str:
 
 
 def _key(name: str) -> str:
-    # DALI and webdataset split a member name at its first dot: keys must have none.
-    return Path(name).stem.replace(".", "_")
+    # DALI and webdataset split a member name at its first dot, and DALI's index line at
+    # white space: keys have neither ("a b.c.JPEG" -> "a_b_c").
+    return UNSAFE_IN_KEY.sub("_", Path(name).stem)

@@ -3,19 +3,29 @@
 ImageNet's train set holds CMYK JPEGs, a PNG named `.JPEG` and grayscale JPEGs; GPU
 decoders mishandle CMYK, so every such file is converted to an RGB JPEG and the
 conversion is recorded. Files that cannot be used raise `RejectedImage` with a reason.
+
+One orientation rule for every reader: DALI's decoder applies an EXIF orientation tag,
+the webdataset backend (simplejpeg) ignores it. So a shard never holds a tag that turns
+the image: a tagged image is re-encoded upright (recorded as `exif_orientation_N`).
 """
 
 from __future__ import annotations
 
 import io
+import warnings
 from dataclasses import dataclass, field
 
-from PIL import Image, UnidentifiedImageError
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 JPEG_EOI = b"\xff\xd9"
+ORIENTATION = 0x0112  # the EXIF tag; 1 is upright, 5-8 swap width and height
 
 # Pillow mode/format -> the name of the repair recorded in the manifest.
-_MODE_REPAIRS = {"CMYK": "cmyk_to_rgb", "L": "grayscale_to_rgb", "1": "grayscale_to_rgb"}
+_MODE_REPAIRS = {"CMYK": "cmyk_to_rgb", "L": "grayscale_to_rgb", "1": "grayscale_to_rgb",
+                 **dict.fromkeys(("I;16", "I;16L", "I;16B", "I;16N"), "gray16_to_rgb")}
+# Pixels with no fixed range: scaling them to 0-255 would be a guess.
+_UNSCALABLE = {"I": "32-bit integer", "F": "32-bit float"}
 
 
 class RejectedImage(Exception):
@@ -42,13 +52,17 @@ def prepare_image(raw: bytes, options: EncodeOptions) -> PreparedImage:
         raise RejectedImage("empty file")
     image = _open(raw)
     conversions = _repairs_needed(image)
-    target = _resized_size(image.size, options.resize_shorter)
+    orientation = _orientation(image)
+    if orientation != 1:
+        conversions.append(f"exif_orientation_{orientation}")
+    upright = image.size[::-1] if orientation in (5, 6, 7, 8) else image.size
+    target = _resized_size(upright, options.resize_shorter)
     if not conversions and target == image.size:
         _check_complete_jpeg(raw, image)
         return PreparedImage(raw, image.width, image.height)
-    if target != image.size:
-        conversions.append(f"resize_{image.width}x{image.height}_to_{target[0]}x{target[1]}")
-    data, size = _reencode(image, target, options.quality)
+    if target != upright:
+        conversions.append(f"resize_{upright[0]}x{upright[1]}_to_{target[0]}x{target[1]}")
+    data, size = _reencode(image, orientation, target, options.quality)
     return PreparedImage(data, size[0], size[1], conversions)
 
 
@@ -59,7 +73,14 @@ def is_repair(conversion: str) -> bool:
 
 def _open(raw: bytes) -> Image.Image:
     try:
-        return Image.open(io.BytesIO(raw))
+        with warnings.catch_warnings():
+            # Over Pillow's MAX_IMAGE_PIXELS it warns, over twice that it raises: both are
+            # rejects, so that no image is decoded at a size nobody meant to train on.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            return Image.open(io.BytesIO(raw))
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+        raise RejectedImage(f"too large to decode safely ({exc}); shrink it below "
+                            f"{Image.MAX_IMAGE_PIXELS:,} pixels") from None
     except UnidentifiedImageError:
         raise RejectedImage("not an image (no known image header)") from None
     except OSError as exc:
@@ -67,12 +88,26 @@ def _open(raw: bytes) -> Image.Image:
 
 
 def _repairs_needed(image: Image.Image) -> list[str]:
+    if image.mode in _UNSCALABLE:
+        raise RejectedImage(f"{_UNSCALABLE[image.mode]} pixels (Pillow mode {image.mode}) "
+                            "have no fixed range; convert the file to 8-bit RGB first")
     repairs = []
     if image.format != "JPEG":
         repairs.append(f"{(image.format or 'unknown').lower()}_to_jpeg")
     if image.mode != "RGB":
         repairs.append(_MODE_REPAIRS.get(image.mode, f"{image.mode.lower()}_to_rgb"))
     return repairs
+
+
+def _orientation(image: Image.Image) -> int:
+    """The EXIF orientation; 1 when there is none. Reads the header only."""
+    if "exif" not in image.info:
+        return 1
+    try:
+        return int(image.getexif().get(ORIENTATION, 1))
+    except (SyntaxError, ValueError, TypeError, OSError) as exc:  # what broken EXIF raises
+        warnings.warn(f"unreadable EXIF ({exc}): orientation taken as upright", stacklevel=2)
+        return 1
 
 
 def _resized_size(size: tuple[int, int], shorter: int | None) -> tuple[int, int]:
@@ -103,10 +138,25 @@ def _decode(image: Image.Image) -> Image.Image:
     return image
 
 
-def _reencode(image: Image.Image, size: tuple[int, int], quality: int):
-    rgb = _decode(image).convert("RGB")
+def _reencode(image: Image.Image, orientation: int, size: tuple[int, int], quality: int):
+    decoded = _decode(image)
+    if orientation != 1:
+        decoded = ImageOps.exif_transpose(decoded)
+    rgb = _to_rgb(decoded)
     if size != rgb.size:
         rgb = rgb.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)
     out = io.BytesIO()
-    rgb.save(out, format="JPEG", quality=quality)
+    rgb.save(out, format="JPEG", quality=quality)  # no exif=: the shard holds no tag
     return out.getvalue(), rgb.size
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode.startswith("I;16"):
+        # Pillow's convert() clips 16-bit values at 255 (a near-white image); scale them.
+        # (16-bit RGB(A) PNGs Pillow already opens as 8-bit RGB(A).)
+        wide = np.asarray(image).astype(np.uint32)
+        image = Image.fromarray(((wide * 255 + 32767) // 65535).astype(np.uint8))
+    try:
+        return image.convert("RGB")
+    except ValueError as exc:
+        raise RejectedImage(f"cannot convert Pillow mode {image.mode} to RGB: {exc}") from None

@@ -1,7 +1,8 @@
 """The per-split manifest: every shard with its checksums, every input accounted for.
 
 `num_inputs == num_samples + num_rejected` always holds: an input file is either in a
-shard or listed under `rejected` with its reason.
+shard or listed under `rejected` with its reason. `warnings` holds what Pillow warned
+about an input (corrupt EXIF, say), with the file it came from.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ def build_manifest(split: str, records: list[dict], listing_rejected: list[dict]
         "class_counts": dict(sorted(class_counts.items())),
         "rejected": sorted(rejected, key=lambda r: r["source"]),
         "converted": sorted(converted, key=lambda c: c["source"]),
+        "warnings": sorted((w for rec in records for w in rec.get("warnings", [])),
+                           key=lambda w: w["source"]),
         "arguments": arguments,
         "created_by": _versions(),
     }

@@ -12,16 +12,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tarfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from data_prep.dali_index import TAR_BLOCK, index_text, sample_line
 from data_prep.imagenet import SourceItem
 from data_prep.images import EncodeOptions, PreparedImage, RejectedImage, prepare_image
 from pipeline.files import PARTIAL, AtomicFile, write_json_atomic
-
-INDEX_VERSION = "v1.2"  # the format DALI's wds2idx writes and fn.readers.webdataset reads
-TAR_BLOCK = 512
 
 
 @dataclass(frozen=True)
@@ -78,14 +78,14 @@ class _TarStream:
 def write_shard(spec: ShardSpec, out_dir: Path, options: EncodeOptions) -> dict:
     """Writes the shard's tar, index and record; returns the record."""
     tar_path, idx_path = out_dir / f"{spec.name}.tar", out_dir / f"{spec.name}.idx"
-    index_lines, rejected, converted = [], [], []
+    index_lines, rejected, converted, notes = [], [], [], []
     with AtomicFile(tar_path) as raw_file:
         tar = _TarStream(raw_file)
         for item in spec.items:
-            try:
-                image = prepare_image(item.read(), options)
-            except RejectedImage as exc:
-                rejected.append({"source": item.relpath, "reason": str(exc)})
+            image, reason, caught = _prepare(item, options)
+            notes += [{"source": item.relpath, "warning": text} for text in caught]
+            if image is None:
+                rejected.append({"source": item.relpath, "reason": reason})
                 continue
             members = _sample_members(item, image, spec.labels[item.wnid])
             index_lines.append(_add_sample(tar, item.key, members))
@@ -93,15 +93,15 @@ def write_shard(spec: ShardSpec, out_dir: Path, options: EncodeOptions) -> dict:
                 converted.append({"source": item.relpath, "key": item.key,
                                   "conversions": image.conversions})
         tar.close()
-    index_text = f"{INDEX_VERSION} {len(index_lines)}\n" + "".join(index_lines)
+    index = index_text(index_lines)
     with AtomicFile(idx_path) as f:
-        f.write(index_text.encode())
+        f.write(index.encode())
     record = {
         "name": tar_path.name, "index": idx_path.name, "samples": len(index_lines),
         "bytes": tar_path.stat().st_size, "sha256": tar.sha.hexdigest(),
-        "index_sha256": hashlib.sha256(index_text.encode()).hexdigest(),
+        "index_sha256": hashlib.sha256(index.encode()).hexdigest(),
         "class_counts": _class_counts(spec, rejected), "rejected": rejected,
-        "converted": converted, "plan_digest": spec.digest(options),
+        "converted": converted, "warnings": notes, "plan_digest": spec.digest(options),
     }
     write_json_atomic(record_path(out_dir, spec.name), record)
     return record
@@ -109,6 +109,18 @@ def write_shard(spec: ShardSpec, out_dir: Path, options: EncodeOptions) -> dict:
 
 def record_path(out_dir: Path, name: str) -> Path:
     return out_dir / "records" / f"{name}.json"
+
+
+def _prepare(item: SourceItem, options: EncodeOptions):
+    """(image or None, reject reason or None, warnings): Pillow's warnings are kept for the
+    manifest, as printed ones would break the progress bar and name no file."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            image, reason = prepare_image(item.read(), options), None
+        except RejectedImage as exc:
+            image, reason = None, str(exc)
+    return image, reason, [str(w.message) for w in caught]
 
 
 def _sample_members(item: SourceItem, image: PreparedImage, label: int) -> dict[str, bytes]:
@@ -123,11 +135,8 @@ def _sample_members(item: SourceItem, image: PreparedImage, label: int) -> dict[
 
 def _add_sample(tar: _TarStream, key: str, members: dict[str, bytes]) -> str:
     """Adds the sample's files and returns its index line (ext offset size name ...)."""
-    fields = []
-    for ext, data in members.items():
-        name = f"{key}.{ext}"
-        fields.append(f"{ext} {tar.add(name, data)} {len(data)} {name}")
-    return " ".join(fields) + "\n"
+    return sample_line([(ext, tar.add(f"{key}.{ext}", data), len(data), f"{key}.{ext}")
+                        for ext, data in members.items()])
 
 
 def _padded(size: int) -> int:
@@ -141,6 +150,18 @@ def _class_counts(spec: ShardSpec, rejected: list[dict]) -> dict[str, int]:
         if item.relpath not in lost:
             counts[item.wnid] = counts.get(item.wnid, 0) + 1
     return dict(sorted(counts.items()))
+
+
+def remove_unplanned_shards(split_dir: Path, split: str, planned: set[str]) -> list[str]:
+    """Deletes the shards (tar, index, record) of an earlier run that the plan no longer has,
+    e.g. after a rerun with fewer inputs: left there, the trainer refuses the folder."""
+    pattern = re.compile(rf"{re.escape(split)}-\d{{6}}")
+    files = [*split_dir.glob(f"{split}-*.tar"), *split_dir.glob(f"{split}-*.idx"),
+             *(split_dir / "records").glob(f"{split}-*.json")]
+    stale = [p for p in files if pattern.fullmatch(p.stem) and p.stem not in planned]
+    for path in stale:
+        path.unlink()
+    return sorted({p.stem for p in stale})
 
 
 def remove_stale_partials(out_dir: Path) -> None:

@@ -1,9 +1,12 @@
 """Re-reads every written shard with independent readers and checks it against the manifest.
 
-Checks per shard: tar and index checksums; the sample count read back by webdataset;
-every key free of dots; `.cls` equal to the label of the `.json` wnid; every JPEG
-decodes to RGB; the index equal to the one DALI's own `wds2idx` builds from the tar.
-Per split: class totals equal the manifest's. Prints each shard's class mix.
+Checks per shard: tar and index checksums; the index read by DALI's rules
+(`dali_index.parse_index`) and equal to the one DALI's own `wds2idx` builds from the tar;
+the sample count read back by webdataset; every key free of dots; `.cls` equal to the
+label of the `.json` wnid; every JPEG decodes to RGB with no EXIF orientation to apply.
+Per split: class totals equal the manifest's, and the trainer's own checks of the folder
+(`pipeline.data.shards.load_split`: no unlisted shards, sizes, counts) pass.
+Prints each shard's class mix.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from pathlib import Path
 import webdataset as wds
 from PIL import Image
 
+from data_prep.dali_index import MalformedIndex, parse_index
+from data_prep.images import ORIENTATION
 from data_prep.manifest import read_manifest
 from data_prep.runner import worker_pool
 from pipeline.files import file_sha256
@@ -37,9 +42,12 @@ def verify_output(out: Path, workers: int) -> int:
 def _verify_split(split_dir: Path, labels: dict[str, int], workers: int) -> int:
     manifest = read_manifest(split_dir)
     jobs = [(split_dir, shard, labels) for shard in manifest["shards"]]
-    with worker_pool(workers) as pool:
-        results = pool.map(verify_shard, jobs)
-    problems, totals = [], Counter()
+    if workers > 1:
+        with worker_pool(workers) as pool:
+            results = pool.map(verify_shard, jobs)
+    else:  # no pool: it would only add an interpreter start
+        results = list(map(verify_shard, jobs))
+    problems, totals = _trainer_problems(split_dir), Counter()
     for shard, (shard_problems, counts) in zip(manifest["shards"], results, strict=True):
         problems += shard_problems
         totals.update(counts)
@@ -58,10 +66,11 @@ def verify_shard(job) -> tuple[list[str], Counter]:
     tar, problems = split_dir / shard["name"], []
     if file_sha256(tar) != shard["sha256"]:
         return [f"{tar}: missing or checksum differs from manifest"], Counter()
-    if file_sha256(split_dir / shard["index"]) != shard["index_sha256"]:
-        problems.append(f"{split_dir / shard['index']}: missing or checksum differs")
-    elif (split_dir / shard["index"]).read_text() != _dali_index(tar):
-        problems.append(f"{split_dir / shard['index']}: differs from wds2idx's index")
+    index = split_dir / shard["index"]
+    if file_sha256(index) != shard["index_sha256"]:
+        problems.append(f"{index}: missing or checksum differs")
+    else:
+        problems += _index_problems(index, tar)
     counts: Counter = Counter()
     for sample in wds.WebDataset(str(tar), shardshuffle=False, empty_check=False):
         problems += _check_sample(tar, sample, labels)
@@ -85,6 +94,32 @@ def _check_sample(tar: Path, sample: dict, labels: dict[str, int]) -> list[str]:
         return [f"{where}: JPEG does not decode ({exc})"]
     if image.format != "JPEG" or image.mode != "RGB":
         return [f"{where}: stored as {image.format} {image.mode}, expected JPEG RGB"]
+    if image.getexif().get(ORIENTATION, 1) != 1:
+        return [f"{where}: has EXIF orientation {image.getexif()[ORIENTATION]}, which DALI "
+                "applies and the webdataset backend does not; rerun data_prep/shard.py"]
+    return []
+
+
+def _index_problems(index: Path, tar: Path) -> list[str]:
+    text = index.read_text()
+    try:
+        parse_index(text)
+    except MalformedIndex as exc:
+        return [f"{index}: DALI cannot read it: {exc}"]
+    if text != _dali_index(tar):
+        return [f"{index}: differs from wds2idx's index"]
+    return []
+
+
+def _trainer_problems(split_dir: Path) -> list[str]:
+    """What the trainer would refuse (the same function, so the two cannot drift apart)."""
+    # Imported here: it loads the whole loader package, which the workers do not need.
+    from pipeline.data.shards import ShardError, load_split
+
+    try:
+        load_split(split_dir.parent, split_dir.name)
+    except ShardError as exc:
+        return [f"the trainer refuses {split_dir}: {exc}"]
     return []
 
 

@@ -223,6 +223,9 @@ class CheckpointConfig:
     keep_last: int = _opt(3, "newest checkpoints kept (the best one is kept besides)")
     resume: str = _opt("auto", "auto (newest valid one of the run, else start) | none | a "
                        "checkpoint folder")
+    allow_config_change: bool = _opt(False, "resume even though the model, optimizer, "
+                                     "schedule, augmentation or seeds differ from the "
+                                     "checkpoint's config (pipeline/training/continuity.py)")
 
     def __post_init__(self) -> None:
         _check(self.every_steps >= 0, "checkpoint.every_steps", self.every_steps, ">= 0")
@@ -327,5 +330,10 @@ def _is_range(value: tuple[float, float]) -> bool:
 
 
 def _check(ok: bool, name: str, value: Any, expected: str) -> None:
-    if not ok:
-        raise ValueError(f"{name} = {value!r}: expected {expected}")
+    if ok:
+        return
+    if value in ("True", "False"):  # a text field given yes/no/on/off/true/false
+        raise ValueError(f"{name} = {value!r}: expected {expected}. YAML and the command "
+                         f"line read yes, no, on, off, true and false as booleans, which "
+                         f"this text key receives as {value!r}: write one of the words above")
+    raise ValueError(f"{name} = {value!r}: expected {expected}")

@@ -6,6 +6,9 @@ Generates a small ILSVRC2012-shaped tree (with the real train set's defects), sh
 with data_prep/shard.py, verifies the shards with a second reader, then trains
 BN-Inception on them on the CPU with configs/smoke_cpu.yaml (DALI's CPU backend, DDP on
 one gloo rank, checkpoints, exact validation) into OUT/runs/smoke_cpu/.
+
+OUT is the demo's own: it refuses a folder that holds anything it did not make, and a
+rerun replaces only what it made (imagenet/, shards/, runs/).
 """
 
 from __future__ import annotations
@@ -20,16 +23,38 @@ from data_prep import sample, shard
 from pipeline import train
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "smoke_cpu.yaml"
+PARTS = ("imagenet", "shards", "runs")  # what the demo writes into --out
+MARK = ".pipeline-demo"  # says that --out is the demo's: its parts may be replaced
+
+
+def claim(out: Path) -> str | None:
+    """Makes `out` the demo's (its earlier parts removed), or says why it may not."""
+    if out.exists() and not out.is_dir():
+        return f"--out {out} is a file; give a folder"
+    ours = {*PARTS, MARK}  # also a demo folder of the versions that did not mark it
+    if out.is_dir() and not {p.name for p in out.iterdir()} <= ours and \
+            not (out / MARK).is_file():
+        return (f"--out {out} holds files the demo did not make; give a new or empty "
+                "folder (the demo replaces what it wrote there on a rerun)")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARK).write_text("made by python -m pipeline.demo; its parts are replaced on a rerun\n")
+    for part in PARTS:
+        shutil.rmtree(out / part, ignore_errors=True)
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--out", type=Path, default=Path("demo"), help="working folder (replaced)")
+    p.add_argument("--out", type=Path, default=Path("demo"),
+                   help="working folder: new or empty, or the demo's own from an earlier run")
     p.add_argument("--classes", type=int, default=10)
     p.add_argument("--epochs", type=float, default=6, help="training epochs on the sample")
     args = p.parse_args(argv)
-    shutil.rmtree(args.out, ignore_errors=True)
-    source, shards, runs = args.out / "imagenet", args.out / "shards", args.out / "runs"
+    problem = claim(args.out)
+    if problem:
+        print(f"demo: {problem}", file=sys.stderr)
+        return 2
+    source, shards, runs = (args.out / part for part in PARTS)
 
     print(f"== 1/4 generating a sample ILSVRC2012 tree in {source}")
     sample.main([str(source), "--classes", str(args.classes), "--bad"])

@@ -3,16 +3,27 @@
     digest = file_sha256(path)              # None when the file does not exist
     write_json_atomic(path, {"a": 1})       # readers see the old file or the new one
     fsync_path(folder)                      # a rename inside `folder` survives a crash
+    describe_os_error(err)                  # "/runs/x/ckpt: disk full (...)"
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 from pathlib import Path
 
 PARTIAL = ".partial-"  # PATH.partial-PID: a file being written by process PID
+# What a person does about the errors of full, read-only and forbidden places.
+OS_ERRORS = {
+    errno.ENOSPC: "disk full: free space there or write elsewhere",
+    errno.EDQUOT: "disk quota exceeded: free space there or write elsewhere",
+    errno.EROFS: "read-only file system: write elsewhere",
+    errno.EACCES: "permission denied: check the owner and mode, or write elsewhere",
+    errno.EPERM: "operation not permitted: check the owner and mode, or write elsewhere",
+    errno.ENOENT: "not found: check the path",
+}
 
 
 def file_sha256(path: Path) -> str | None:
@@ -31,6 +42,13 @@ def write_json_atomic(path: Path, obj) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with AtomicFile(path) as f:
         f.write((json.dumps(obj, indent=1, sort_keys=True) + "\n").encode())
+
+
+def describe_os_error(err: OSError) -> str:
+    """One line for a person: the path, what happened and what to do."""
+    where = " -> ".join(str(f) for f in (err.filename, err.filename2) if f is not None)
+    what = OS_ERRORS.get(err.errno, err.strerror or str(err))
+    return f"{where or 'a file operation'}: {what} ({type(err).__name__}, errno {err.errno})"
 
 
 def fsync_path(path: Path) -> None:
@@ -59,10 +77,16 @@ class AtomicFile:
         self.f = open(self.tmp, "wb")
         return self.f
 
-    def __exit__(self, exc_type, *_):
-        self.f.close()
-        if exc_type is not None:
-            self.tmp.unlink(missing_ok=True)
-            return False
-        os.replace(self.tmp, self.path)
+    def __exit__(self, exc_type, exc, _tb):
+        try:
+            self.f.close()  # flushes the last buffer: a full disk can fail here too
+            if exc_type is None:
+                os.replace(self.tmp, self.path)
+        except OSError as err:
+            exc = err
+            raise
+        finally:
+            self.tmp.unlink(missing_ok=True)  # a failed write leaves no partial (nor a rename)
+            if isinstance(exc, OSError) and exc.filename is None:
+                exc.filename = str(self.path)  # write() errors name no file: say which
         return False

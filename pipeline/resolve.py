@@ -58,7 +58,10 @@ class Derived:
     bn_group: int  # ranks whose BN statistics are pooled (0: no BN)
     bn_batch: int  # images in one BN statistic
     channels_last: bool  # the model's memory format (DeepSpeed keeps NCHW weights)
+    precise_bn_batches: int  # eval.precise_bn_batches, at most one epoch's batches
     engine: EngineSpec
+    warnings: tuple[str, ...] = ()  # settings taken differently from what was asked
+
 
     def epoch_of(self, step: int) -> int:
         """The epoch that optimizer step `step` (0-based count of steps done) falls in."""
@@ -125,6 +128,11 @@ def resolve(cfg: Config, world_size: int, train_samples: int,
                          "without LOCAL_WORLD_SIZE, so the ranks per node are unknown: set "
                          "LOCAL_WORLD_SIZE, or model.sync_bn to the ranks per node")
     group = sync_group_size(cfg.model.sync_group, world_size, ranks_per_node)
+    warnings = []
+    precise_bn = min(cfg.eval.precise_bn_batches, batches)
+    if precise_bn < cfg.eval.precise_bn_batches:
+        warnings.append(f"eval.precise_bn_batches = {cfg.eval.precise_bn_batches}, but an "
+                        f"epoch has {batches} batches per rank: precise BN uses {batches}")
     engine = EngineSpec(name=cfg.dist.engine, optim=cfg.optim, autocast=cfg.precision.autocast,
                         zero_stage=cfg.dist.zero_stage, bucket_mb=cfg.dist.bucket_mb,
                         compile=cfg.model.compile,
@@ -139,4 +147,4 @@ def resolve(cfg: Config, world_size: int, train_samples: int,
         # DeepSpeed broadcasts and flattens parameters as plain contiguous memory; its convs
         # still run NHWC when the images are channels_last (PyTorch follows the input).
         channels_last=cfg.data.channels_last and cfg.dist.engine != "deepspeed",
-        engine=engine)
+        precise_bn_batches=precise_bn, engine=engine, warnings=tuple(warnings))

@@ -10,7 +10,7 @@
 runs/<name>/ (config.yaml, derived.json, metrics.jsonl, checkpoints/, logs/), resumes
 from its newest valid checkpoint when started again, and on SIGUSR2/SIGUSR1/SIGTERM
 saves a checkpoint on every rank; rank 0 requeues the SLURM job, and every rank exits
-with 75.
+with 75. Ctrl-C saves the same way and exits 130 without a requeue.
 """
 
 from __future__ import annotations

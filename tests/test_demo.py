@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from pipeline import demo
 from pipeline.training.checkpoint import validate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -20,3 +21,19 @@ def test_demo_generates_shards_verifies_and_trains(tmp_path):
     assert "done: val top-1" in done.stdout and "on 100 images" in done.stdout
     checkpoint = tmp_path / "demo" / "runs" / "smoke_cpu" / "checkpoints" / "step-00000012"
     assert validate(checkpoint) is None  # every file there, matching its sha256
+
+
+def test_the_demo_never_deletes_what_it_did_not_make(tmp_path):
+    mine = tmp_path / "notes.txt"
+    mine.write_text("a user's file")
+    assert demo.main(["--out", str(tmp_path)]) == 2
+    assert mine.read_text() == "a user's file" and sorted(tmp_path.iterdir()) == [mine]
+
+    out = tmp_path / "demo"  # its own folder from an earlier run: only its parts go
+    for part in demo.PARTS:
+        (out / part).mkdir(parents=True)
+        (out / part / "old").write_text("")
+    assert demo.claim(out) is None
+    (out / "kept.txt").write_text("added by the user")
+    assert demo.claim(out) is None
+    assert sorted(p.name for p in out.iterdir()) == [demo.MARK, "kept.txt"]

@@ -46,6 +46,8 @@ def load_split(root: str | Path, split: str, hash_indexes: bool = True) -> Split
     """
     root = Path(root)
     split_dir = root / split
+    if not (split_dir / "manifest.json").is_file():
+        raise ShardError(_not_shards(root, split_dir))
     manifest = read_manifest(split_dir)
     shards = tuple(_checked_shard(split_dir, entry, hash_indexes)
                    for entry in manifest["shards"])
@@ -57,6 +59,17 @@ def load_split(root: str | Path, split: str, hash_indexes: bool = True) -> Split
     if total == 0:
         raise ShardError(f"{split_dir}: the manifest lists no samples")
     return Split(split, shards, total, _num_classes(root))
+
+
+def _not_shards(root: Path, split_dir: Path) -> str:
+    if not root.is_dir():
+        return f"data.shards = {root}: no such folder; point it at data_prep/shard.py's --out"
+    looks_raw = split_dir.is_dir() and any(p.is_dir() for p in split_dir.iterdir())
+    if looks_raw:  # class folders of JPEGs: the ImageNet tree itself
+        return (f"data.shards = {root} looks like an ImageNet tree, not shards: run "
+                f"python data_prep/shard.py --source {root} --out SHARDS, then data.shards=SHARDS")
+    return (f"data.shards = {root}: {split_dir / 'manifest.json'} is missing; run "
+            f"data_prep/shard.py to write {split_dir}")
 
 
 def _checked_shard(split_dir: Path, entry: dict, hash_index: bool) -> Shard:

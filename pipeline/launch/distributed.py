@@ -11,7 +11,9 @@ A rank uses GPU `local_rank`, or GPU 0 when the launcher shows it exactly one
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import sys
+import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import timedelta
 
@@ -20,6 +22,12 @@ import torch.distributed as dist
 
 from pipeline.config import DistConfig
 from pipeline.launch.environment import Launch, detect_launch
+
+WAIT_NOTICE_S = 30  # a rendezvous this slow is worth a word: who waits, where, how long
+
+
+class RendezvousError(RuntimeError):
+    """The ranks did not find each other; the message says where they were to meet."""
 
 
 @dataclass(frozen=True)
@@ -79,12 +87,51 @@ def init_distributed(cfg: DistConfig, environ: Mapping[str, str] = os.environ) -
     if dist.is_initialized():  # e.g. tests that set the group up themselves
         launch = _from_group(launch)
         return DistEnv(launch, device, dist.get_backend())
-    dist.init_process_group(
-        backend, init_method=f"tcp://{_host(launch.master_addr)}:{launch.master_port}",
-        rank=launch.rank, world_size=launch.world_size,
-        timeout=timedelta(seconds=cfg.timeout_s),
-        device_id=device if device.type == "cuda" else None)
+    where = f"{_host(launch.master_addr)}:{launch.master_port}"
+    waiting = _say_later(
+        min(WAIT_NOTICE_S, cfg.timeout_s / 4),
+        f"rank {launch.rank} of {launch.world_size} is still waiting at {where} for the "
+        f"other ranks to join (WORLD_SIZE={launch.world_size}); it gives up after "
+        f"dist.timeout_s={cfg.timeout_s} s")
+    try:
+        dist.init_process_group(
+            backend, init_method=f"tcp://{where}", rank=launch.rank,
+            world_size=launch.world_size, timeout=timedelta(seconds=cfg.timeout_s),
+            device_id=device if device.type == "cuda" else None)
+    except dist.DistError as err:
+        raise RendezvousError(
+            f"rank {launch.rank} of {launch.world_size}: the process group at {where} did not "
+            f"form within {cfg.timeout_s} s ({str(err).strip().splitlines()[0]}): start all "
+            f"{launch.world_size} processes with the same MASTER_ADDR and MASTER_PORT, or "
+            "check that the port is reachable from every node") from None
+    finally:
+        waiting.cancel()
     return DistEnv(launch, device, backend)
+
+
+def _say_later(delay_s: float, message: str) -> threading.Timer:
+    """A warning printed unless cancelled within delay_s (logging may not be set up yet)."""
+    timer = threading.Timer(delay_s, lambda: print(message, file=sys.stderr, flush=True))
+    timer.daemon = True
+    timer.start()
+    return timer
+
+
+def rank0_checks(env: DistEnv, check: Callable[[], None],
+                 errors: type[Exception] | tuple[type[Exception], ...]) -> None:
+    """Collective: rank 0 runs `check`; an error of `errors` it raises is raised on every
+    rank, same kind and message, so that no rank goes on to wait for one that stopped."""
+    problem = [None]
+    if env.is_main:
+        try:
+            check()
+        except errors as err:
+            problem[0] = (type(err), str(err))
+    if dist.is_initialized():
+        dist.broadcast_object_list(problem, src=0)
+    if problem[0] is not None:
+        kind, message = problem[0]
+        raise kind(message)
 
 
 def shutdown(env: DistEnv) -> None:

@@ -2,19 +2,24 @@
 
     signals = StopSignals.install()     # before torch is imported
     signals.received                    # "SIGUSR2", or None
+    signals.interrupted                 # Ctrl-C: save, but do not requeue
     signals.restore()                   # the previous handlers, when the training is over
 
 USR2 (SLURM's warning before the time limit, as slurm/ asks for it), USR1 and SIGTERM
-(preemption, the time limit itself) each mean "save now". A default-action signal during
-the slow start-up (importing torch from a shared file system, the rendezvous, the DALI
-build, the resume) would kill the rank; this flag is acted on at the first step.
+(preemption, the time limit itself) each mean "save now, then come back". SIGINT (Ctrl-C)
+means "save now and stop": the same save, no requeue; a second Ctrl-C ends the process
+at once. A default-action signal during the slow start-up (importing torch from a shared
+file system, the rendezvous, the DALI build, the resume) would kill the rank; this flag
+is acted on at the first step.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 
-SIGNALS = (signal.SIGUSR2, signal.SIGUSR1, signal.SIGTERM)
+SIGNALS = (signal.SIGUSR2, signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)
+INTERRUPTED_EXIT_CODE = 130  # the shell's 128 + SIGINT, after the interrupt's save
 
 
 class StopSignals:
@@ -31,6 +36,10 @@ class StopSignals:
             signals._previous[sig] = signal.signal(sig, signals._on_signal)
         return signals
 
+    @property
+    def interrupted(self) -> bool:
+        return self.received == "SIGINT"
+
     def restore(self) -> None:
         """The handlers from before install (for callers in a longer-lived process)."""
         for sig, handler in self._previous.items():
@@ -38,5 +47,11 @@ class StopSignals:
 
     def _on_signal(self, signum: int, _frame) -> None:
         # Only a flag: the loop acts on it at the next step boundary, with all ranks.
-        # Later signals (SLURM's SIGTERM after a requeue) change nothing.
+        # Later signals (SLURM's SIGTERM after a requeue) change nothing, but a second
+        # Ctrl-C is a person who will not wait for the save.
+        if signum == signal.SIGINT and self.interrupted:
+            os.write(2, b"second Ctrl-C: exiting without saving\n")
+            os._exit(INTERRUPTED_EXIT_CODE)
+        if signum == signal.SIGINT:  # a person's stop outranks a scheduler's
+            self.received = "SIGINT"
         self.received = self.received or signal.Signals(signum).name

@@ -17,7 +17,6 @@ Prints the job id, its logs, the run folder and the W&B project; `--wait` follow
 from __future__ import annotations
 
 import argparse
-import re
 import subprocess
 import sys
 import time
@@ -27,9 +26,8 @@ from pathlib import Path
 from omegaconf.errors import OmegaConfBaseException
 
 from pipeline.config import Config, load_config
+from pipeline.launch.jobstate import TERMINAL, job_state
 
-TERMINAL = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY",
-            "BOOT_FAIL", "DEADLINE", "PREEMPTED")
 ENVIRONMENT = [  # the job script's exports (slurm/train_64gpu.sh says why)
     "export SRUN_CPUS_PER_TASK=${SLURM_CPUS_PER_TASK:-1}",
     "export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}",
@@ -148,19 +146,16 @@ def submit(args: argparse.Namespace, cfg: Config, argv: list[str], tasks: int):
     return executor.submit(TrainingJob(tuple(argv)))
 
 
-def job_state(job_id: str) -> tuple[str | None, int]:
-    """(JobState, Restarts) from scontrol; (None, 0) once SLURM has forgotten the job."""
-    shown = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True,
-                           text=True).stdout
-    state, restarts = re.search(r"JobState=(\S+)", shown), re.search(r"Restarts=(\d+)", shown)
-    return (state[1] if state else None), int(restarts[1]) if restarts else 0
-
-
 def follow(job, poll_s: float = 3.0) -> int:
     """Prints the job's state changes until it ends; 0 when every task returned a result."""
     seen = None
     while True:
-        state, restarts = job_state(job.job_id)
+        try:
+            state, restarts = job_state(job.job_id)
+        except OSError as err:  # the controller busy or restarting: ask again
+            print(f"job {job.job_id}: SLURM did not answer ({err})", flush=True)
+            time.sleep(poll_s)
+            continue
         if (state, restarts) != seen:
             print(f"job {job.job_id}: {state or 'gone from squeue'}, restarts {restarts}",
                   flush=True)

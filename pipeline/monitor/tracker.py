@@ -32,7 +32,11 @@ class Tracker:
             return
         self.metrics = open(run_dir / "metrics.jsonl", "a")
         if cfg.wandb != "disabled":
-            self.wandb = _start_wandb(cfg, run_dir, name, wandb_id, config)
+            try:
+                self.wandb = _start_wandb(cfg, run_dir, name, wandb_id, config)
+            except Exception as err:  # wandb raises its own kinds, and network errors
+                log.warning("W&B did not start (%s: %s); the run goes on without it, and "
+                            "metrics.jsonl has every metric", type(err).__name__, err)
 
     def log(self, record: dict[str, Any]) -> None:
         if not self.active:

@@ -14,14 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from pipeline.config import Config, DataConfig, ModelConfig
 from pipeline.data import TrainLoader, ValLoader, build_train_loader, build_val_loader
 from pipeline.data.epochs import derive_seed
 from pipeline.data.shards import ShardError, load_split
-from pipeline.launch.distributed import DistEnv
+from pipeline.launch.distributed import DistEnv, rank0_checks
 from pipeline.launch.staging import stage_shards
 from pipeline.models import create_model
 from pipeline.models.syncbn import build_sync_group, convert_sync_batchnorm
@@ -75,17 +74,7 @@ def assemble(cfg: Config, env: DistEnv, data: DataShape | None = None) -> Parts:
 def check_shards_once(root: str, env: DistEnv) -> None:
     """Collective: rank 0 runs the loader's full checks (the indexes' sha256 included) and
     every rank raises its ShardError, so the other ranks need only cheap ones."""
-    problem = [None]
-    if env.is_main:
-        try:
-            for split in SPLITS:
-                load_split(root, split)
-        except ShardError as err:
-            problem[0] = str(err)
-    if dist.is_initialized():
-        dist.broadcast_object_list(problem, src=0)
-    if problem[0] is not None:
-        raise ShardError(problem[0])
+    rank0_checks(env, lambda: [load_split(root, split) for split in SPLITS], ShardError)
 
 
 def build_model(cfg: ModelConfig, num_classes: int, run: Derived, env: DistEnv) -> nn.Module:

@@ -37,6 +37,7 @@ from pipeline.data import TrainLoader
 from pipeline.files import file_sha256, fsync_path
 from pipeline.launch.distributed import DistEnv
 from pipeline.training.engines import Engine
+from pipeline.training.saving import save_torch, write_failure
 from pipeline.training.state import TrainState
 
 log = logging.getLogger(__name__)
@@ -63,18 +64,27 @@ class Checkpointer:
         val accuracy at this step, if it was evaluated (the best one is never pruned)."""
         final = self.dir / f"step-{state.step:08d}"
         tmp = final.with_name(final.name + PARTIAL)
+        try:
+            if self.env.is_main:
+                shutil.rmtree(tmp, ignore_errors=True)
+                tmp.mkdir()
+            dist.barrier()
+            engine.save(tmp)
+            save_torch(tmp / f"rank-{self.env.rank:05d}.pt",
+                       {"loader": loader.state_dict(), "rng": rng_state()})
+            if self.env.is_main:
+                save_torch(tmp / TRAINER, {"state": asdict(state), **extra})
+            dist.barrier()
+            if self.env.is_main:
+                _publish(tmp, final, {"step": state.step, "top1": top1})
+        except (OSError, RuntimeError) as err:
+            if self.env.is_main:  # a half-written checkpoint on a full disk only takes space
+                shutil.rmtree(tmp, ignore_errors=True)
+            failure = write_failure(err, tmp)
+            if failure is err:
+                raise
+            raise failure from err
         if self.env.is_main:
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir()
-        dist.barrier()
-        engine.save(tmp)
-        _save(tmp / f"rank-{self.env.rank:05d}.pt",
-              {"loader": loader.state_dict(), "rng": rng_state()})
-        if self.env.is_main:
-            _save(tmp / TRAINER, {"state": asdict(state), **extra})
-        dist.barrier()
-        if self.env.is_main:
-            _publish(tmp, final, {"step": state.step, "top1": top1})
             prune(self.dir, self.cfg.keep_last)
         dist.barrier()
         return final
@@ -96,7 +106,13 @@ class Checkpointer:
              restart_epoch: int | None = None) -> None:
         """Restores the engine, this rank's loader position and RNGs; with `restart_epoch`
         the loader goes to that epoch's start instead (the run's shape changed)."""
-        engine.load(folder)
+        try:
+            engine.load(folder)
+        except RuntimeError as err:  # load_state_dict's mismatch: keys and shapes
+            first = str(err).strip().splitlines()[0]
+            raise CheckpointError(f"{folder} does not fit this model ({first}): it was "
+                                  "saved with other model.* settings; start a new run "
+                                  "with another name=, or resume a matching checkpoint") from err
         own = folder / f"rank-{self.env.rank:05d}.pt"
         ranks = own if own.is_file() else folder / "rank-00000.pt"  # the world size changed
         saved = torch.load(ranks, map_location="cpu", weights_only=False)
@@ -183,13 +199,6 @@ def set_rng_state(state: dict[str, Any], device: torch.device) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and device.type == "cuda":
         torch.cuda.set_rng_state(state["cuda"], device)
-
-
-def _save(path: Path, obj: Any) -> None:
-    with open(path, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def _publish(tmp: Path, final: Path, meta: dict[str, Any]) -> None:

@@ -4,6 +4,7 @@
     stop = StopAgreement(signals)              # in the trainer
     verdict = stop.poll(step, loss)            # once per optimizer step, every rank
     if verdict.preempted: save, requeue (rank 0), exit REQUEUE_EXIT_CODE
+    if verdict.interrupted (Ctrl-C on some rank): save, exit INTERRUPTED_EXIT_CODE, no requeue
     if verdict.bad_step is not None: raise NonFiniteLoss(...)
 
 A signal reaches some ranks, not all (SLURM signals the tasks of one node first; torchrun
@@ -31,7 +32,8 @@ class NonFiniteLoss(RuntimeError):
 
 @dataclass(frozen=True)
 class Verdict:
-    preempted: bool = False
+    preempted: bool = False  # some rank was signalled: save and stop
+    interrupted: bool = False  # ... and one of the signals was a Ctrl-C: do not requeue
     bad_step: int | None = None  # the first step whose loss was NaN/Inf on some rank
 
 
@@ -39,12 +41,13 @@ class StopAgreement:
     def __init__(self, signals: StopSignals):
         self.signals = signals
         self.reason: str | None = None  # why the ranks agreed to stop
+        self.interrupted = False  # a Ctrl-C on some rank: stop without a requeue
         self._pending: tuple[int, torch.Tensor, dist.Work | None] | None = None
 
     def poll(self, step: int, loss: torch.Tensor) -> Verdict:
         """Starts the reduction of this step's flags; returns the previous step's verdict."""
         verdict = self._collect()
-        signalled = torch.full((), float(self.signals.received is not None), device=loss.device)
+        signalled = torch.full((), self._signal_level(), device=loss.device)
         flags = torch.stack([signalled, (~torch.isfinite(loss)).float()])  # no host copy
         self._pending = (step, flags, dist.all_reduce(flags, dist.ReduceOp.MAX, async_op=True))
         return verdict
@@ -59,7 +62,14 @@ class StopAgreement:
         step, flags, work = self._pending
         self._pending = None
         work.wait()
-        preempted, bad = (bool(v) for v in flags.tolist())
-        if preempted and self.reason is None:
+        level, bad = flags.tolist()
+        if level and self.reason is None:
             self.reason = self.signals.received or "another rank's signal"
-        return Verdict(preempted, step if bad else None)
+        self.interrupted = self.interrupted or level == 2
+        return Verdict(level > 0, level == 2, step if bad else None)
+
+    def _signal_level(self) -> float:
+        """0 none, 1 a preemption, 2 a Ctrl-C: the MAX over ranks keeps the strongest."""
+        if self.signals.received is None:
+            return 0.0
+        return 2.0 if self.signals.interrupted else 1.0

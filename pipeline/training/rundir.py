@@ -16,14 +16,13 @@ from pipeline.resolve import Derived
 
 log = logging.getLogger("pipeline")
 FORMAT = "%(asctime)s rank{rank} %(levelname)s %(name)s: %(message)s"
+TRACE = "pipeline.trace"  # what goes to a rank's log file only (failures.py)
 
 
-def prepare_run_dir(run_dir: Path, config_yaml: str, env: DistEnv) -> Path:
-    """The folder made, this rank's log file open, the resolved config written (rank 0)."""
+def prepare_run_dir(run_dir: Path, env: DistEnv) -> Path:
+    """The folder made and this rank's log file open."""
     (run_dir / "logs").mkdir(parents=True, exist_ok=True)
     _setup_logging(run_dir / "logs" / f"rank-{env.rank:05d}.log", env)
-    if env.is_main:
-        _write_config(run_dir / "config.yaml", config_yaml)
     launch = env.launch
     log.info("run folder %s; %s launch, rank %d of %d, local rank %d, device %s, %s",
              run_dir, launch.launcher, env.rank, env.world_size, env.local_rank,
@@ -34,8 +33,16 @@ def prepare_run_dir(run_dir: Path, config_yaml: str, env: DistEnv) -> Path:
     return run_dir
 
 
+def record_config(run_dir: Path, config_yaml: str, env: DistEnv) -> None:
+    """The resolved config in config.yaml (rank 0), once this start was allowed."""
+    if env.is_main:
+        _write_config(run_dir / "config.yaml", config_yaml)
+
+
 def record_derived(run_dir: Path, run: Derived, env: DistEnv) -> None:
     log.info("derived: %s", run.describe())
+    for warning in run.warnings:
+        log.warning("%s", warning)
     if env.is_main:
         (run_dir / "derived.json").write_text(json.dumps(run.as_dict(), indent=1) + "\n")
 
@@ -49,9 +56,17 @@ def _write_config(path: Path, text: str) -> None:
     path.write_text(text)
 
 
-def _setup_logging(path: Path, env: DistEnv) -> None:
+def close_logging() -> None:
+    """Closes the handlers a training installed (a caller may train again in-process)."""
     root = logging.getLogger()
-    root.handlers.clear()
+    for handler in [h for h in root.handlers if getattr(h, "run_log", False)]:
+        root.removeHandler(handler)
+        handler.close()
+
+
+def _setup_logging(path: Path, env: DistEnv) -> None:
+    close_logging()
+    root = logging.getLogger()
     root.setLevel(logging.INFO)
     formatter = logging.Formatter(FORMAT.format(rank=env.rank))
     to_file = logging.FileHandler(path)
@@ -59,5 +74,7 @@ def _setup_logging(path: Path, env: DistEnv) -> None:
     console = logging.StreamHandler(sys.stdout if env.is_main else sys.stderr)
     console.setFormatter(formatter)
     console.setLevel(logging.INFO if env.is_main else logging.WARNING)
-    root.addHandler(to_file)
-    root.addHandler(console)
+    console.addFilter(lambda record: record.name != TRACE)  # tracebacks: the file only
+    for handler in (to_file, console):
+        handler.run_log = True
+        root.addHandler(handler)

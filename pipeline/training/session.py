@@ -16,13 +16,14 @@ from pathlib import Path
 from omegaconf.errors import OmegaConfBaseException
 
 from pipeline.config import Config, describe_tree, load_config
-from pipeline.data import ShardError
 from pipeline.launch.distributed import init_distributed, shutdown
 from pipeline.launch.requeue import requeue_job
-from pipeline.launch.signals import StopSignals
-from pipeline.training.checkpoint import CheckpointError
+from pipeline.launch.signals import INTERRUPTED_EXIT_CODE, StopSignals
+from pipeline.training.failures import report_failure
 from pipeline.training.precision import prepare_determinism
-from pipeline.training.preemption import REQUEUE_EXIT_CODE, NonFiniteLoss
+from pipeline.training.preemption import REQUEUE_EXIT_CODE
+from pipeline.training.rundir import close_logging
+from pipeline.training.runlock import hold_run
 from pipeline.training.trainer import Trainer
 
 log = logging.getLogger("pipeline.train")
@@ -32,7 +33,8 @@ log = logging.getLogger("pipeline.train")
 class Outcome:
     """How a training process ended (the submitit launcher reads more than the status)."""
 
-    status: int  # 0 done, 1 failed, 2 config error, REQUEUE_EXIT_CODE preempted and saved
+    status: int  # 0 done, 1 failed, 2 config error, REQUEUE_EXIT_CODE preempted and saved,
+    #              INTERRUPTED_EXIT_CODE stopped by Ctrl-C and saved
     run_dir: Path | None = None
     requeued: bool = False  # SLURM will run the job again and it resumes
     summary: dict = field(default_factory=dict)  # rank 0, when done: step, val top-1
@@ -66,17 +68,29 @@ def run_session(argv: list[str] | None, signals: StopSignals) -> Outcome:
         print(f"config error: {err}", file=sys.stderr)
         return Outcome(2)
     prepare_determinism(cfg.precision.deterministic)
-    env = init_distributed(cfg.dist)
     try:
-        status = Trainer(cfg, env, signals).fit()
-    except (NonFiniteLoss, ShardError, CheckpointError) as err:  # explained in the message
-        log.error("%s: %s", type(err).__name__, err)
+        return _train(cfg, signals)
+    finally:
+        close_logging()  # the run's log file, for callers that go on in this process
+
+
+def _train(cfg: Config, signals: StopSignals) -> Outcome:
+    try:
+        env = init_distributed(cfg.dist)
+    except RuntimeError as err:  # RendezvousError, or pick_device: no GPU for this rank
+        log.error("%s", err)
+        return Outcome(1)
+    try:
+        with hold_run(cfg.run_dir, env):
+            status = Trainer(cfg, env, signals).fit()
+    except Exception as err:
+        report_failure(err, env.rank, env.world_size, cfg.run_dir)
+        if env.world_size == 1:  # no peer to wait for; a caller may train again in-process
+            shutdown(env)
         return Outcome(1, cfg.run_dir)
-    except Exception:
-        log.exception("rank %d failed (a collective that fails or times out usually means "
-                      "another rank died first: see every rank's log in %s/logs)",
-                      env.rank, cfg.run_dir)
-        return Outcome(1, cfg.run_dir)
+    if status == INTERRUPTED_EXIT_CODE:
+        log.warning("interrupted (Ctrl-C): the checkpoint above holds every step so far; "
+                    "start the same command again to resume")
     requeued = status == REQUEUE_EXIT_CODE and requeue_job(env, cfg.dist.max_requeues)
     shutdown(env)
     summary = _summary(cfg.run_dir) if status == 0 and env.is_main else {}

@@ -1,6 +1,6 @@
 """The training loop: epochs of optimizer steps, validation, checkpoints and resume.
 
-    status = Trainer(cfg, env, signals).fit()   # 0, or REQUEUE_EXIT_CODE after a preemption save
+    status = Trainer(cfg, env, signals).fit()   # 0, or the exit status after a stop's save
 
 The parts come from assembly.assemble; this module only runs them.
 """
@@ -10,21 +10,23 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import replace
+from pathlib import Path
 
 from pipeline.config import Config, to_dict, to_yaml
 from pipeline.data import build_train_loader
 from pipeline.data.epochs import derive_seed
 from pipeline.launch.distributed import DistEnv
-from pipeline.launch.signals import StopSignals
+from pipeline.launch.signals import INTERRUPTED_EXIT_CODE, StopSignals
 from pipeline.monitor.meter import StepMeter
 from pipeline.monitor.tracker import Tracker
 from pipeline.training.assembly import assemble
 from pipeline.training.checkpoint import Checkpointer
+from pipeline.training.continuity import check_continuation
 from pipeline.training.evaluate import correct_at, evaluate, recompute_bn_statistics
 from pipeline.training.optim import set_lr
 from pipeline.training.preemption import REQUEUE_EXIT_CODE, NonFiniteLoss, StopAgreement
 from pipeline.training.reshape import resume_point
-from pipeline.training.rundir import prepare_run_dir, record_derived
+from pipeline.training.rundir import prepare_run_dir, record_config, record_derived
 from pipeline.training.schedule import lr_at
 from pipeline.training.state import TrainState, new_wandb_id
 
@@ -34,13 +36,15 @@ log = logging.getLogger("pipeline.train")
 class Trainer:
     def __init__(self, cfg: Config, env: DistEnv, signals: StopSignals):
         self.cfg, self.env = cfg, env
-        self.run_dir = prepare_run_dir(cfg.run_dir, to_yaml(cfg), env)
+        self.run_dir = prepare_run_dir(cfg.run_dir, env)
+        self.checkpoints = Checkpointer(self.run_dir, cfg.checkpoint, env)
+        saved = self.find_saved()  # before the slow build: a refused resume ends here
+        record_config(self.run_dir, to_yaml(cfg), env)
         parts = assemble(cfg, env)
         self.data, self.train_loader, self.val_loader = parts.data, parts.train, parts.val
         self.run, self.engine = parts.run, parts.engine
         record_derived(self.run_dir, self.run, env)
-        self.checkpoints = Checkpointer(self.run_dir, cfg.checkpoint, env)
-        self.state = self.resume()
+        self.state = self.resume(*saved) if saved else self.start()
         self.tracker = Tracker(cfg.log, self.run_dir, env, cfg.name, self.state.wandb_id,
                                {**to_dict(cfg), "derived": self.run.as_dict()})
         self.stop = StopAgreement(signals)
@@ -55,13 +59,20 @@ class Trainer:
             self.tracker.close()
 
     def train_to_the_end(self) -> int:
+        if self.state.step >= self.run.total_steps and not self.evaluation_due():
+            best = self.state.best_top1
+            log.warning("run %s is already complete: step %d of %d%s. Nothing to do; to train "
+                        "longer raise schedule.epochs, for a new experiment give a new name=",
+                        self.cfg.name, self.state.step, self.run.total_steps,
+                        "" if best is None else f", best val top-1 {best:.4f}")
+            return 0
         if self.evaluation_due():  # a preemption cut in between an epoch's end and its eval
             self.save(self.validate())
         while self.state.step < self.run.total_steps:
             epoch = self.run.epoch_of(self.state.step)
             self.train_loader.set_epoch(epoch)  # a no-op when resumed inside the epoch
             if not self.train_one_epoch(epoch):
-                return REQUEUE_EXIT_CODE
+                return INTERRUPTED_EXIT_CODE if self.stop.interrupted else REQUEUE_EXIT_CODE
             self.save(self.validate() if self.evaluation_due() else None)
         return 0
 
@@ -74,7 +85,7 @@ class Trainer:
             run.is_epoch_end(step) and every > 0 and run.epoch_of(step) % every == 0)
 
     def train_one_epoch(self, epoch: int) -> bool:
-        """Optimizer steps up to the end of `epoch` (or of training); False if preempted."""
+        """Optimizer steps up to the end of `epoch` (or of training); False if stopped."""
         run, state, engine = self.run, self.state, self.engine
         end = min(run.total_steps, (epoch + 1) * run.steps_per_epoch)
         meter = StepMeter(self.train_loader, run)
@@ -116,9 +127,9 @@ class Trainer:
 
     def validate(self) -> float:
         amp_dtype = self.run.autocast_dtype
-        if self.cfg.eval.precise_bn_batches:
+        if self.run.precise_bn_batches:
             recompute_bn_statistics(self.engine.module, self.precise_bn_batches(),
-                                    self.cfg.eval.precise_bn_batches, amp_dtype)
+                                    self.run.precise_bn_batches, amp_dtype)
             self.bn_loader.close()  # not a second DALI pipeline per GPU for the whole run
         started = time.perf_counter()
         metrics = evaluate(self.engine.module, self.val_loader, amp_dtype)
@@ -152,12 +163,20 @@ class Trainer:
                                                      self.state, extra, top1)
         log.info("checkpoint %s", self.last_checkpoint)
 
-    def resume(self) -> TrainState:
+    def find_saved(self) -> tuple[Path, dict] | None:
+        """The checkpoint to resume and its trainer.pt, if its config may continue here."""
         folder = self.checkpoints.find_resume()
         if folder is None:
-            log.info("starting from scratch")
-            return TrainState()
+            return None
         trainer = self.checkpoints.read_trainer(folder)
+        check_continuation(trainer["config"], self.cfg, folder.name)
+        return folder, trainer
+
+    def start(self) -> TrainState:
+        log.info("starting from scratch")
+        return TrainState()
+
+    def resume(self, folder: Path, trainer: dict) -> TrainState:
         point = resume_point(trainer["derived"], trainer["state"], self.run)
         if point.note:
             log.warning("%s", point.note)

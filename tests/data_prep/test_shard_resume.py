@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import pytest
 from shard_helpers import SHARD_SCRIPT, run_shard, tree_files
 
 from data_prep import sample
+from pipeline.data.shards import load_split
 
 # Re-encoding makes each shard take long enough to stop the run in the middle.
 ARGS = ("--shard-size", "8", "--resize-shorter", "96", "--seed", "7")
@@ -84,3 +86,21 @@ def _wait_for_records(folder, count, process, timeout=120.0):
         assert process.poll() is None, "shard.py ended before it could be interrupted"
         assert time.monotonic() < deadline, f"{count} shard records did not appear in {folder}"
         time.sleep(0.005)
+
+
+def test_rerun_with_fewer_inputs_removes_the_shards_past_the_new_plan(tmp_path):
+    sample.generate(tmp_path / "src", classes=2, train_per_class=1, val_per_class=3,
+                    size=(32, 24))
+    args = ("--source", tmp_path / "src", "--out", tmp_path / "out", "--splits", "val",
+            "--shard-size", "1", "--workers", "1")
+    assert run_shard(*args).returncode == 0
+    last_class = sorted((tmp_path / "src" / "val").iterdir())[-1]
+    shutil.rmtree(last_class)  # val keeps file order: the first three shards stay the same
+    result = run_shard(*args)
+    assert result.returncode == 0, result.stderr
+    assert "3 kept from an earlier run" in result.stdout
+    assert "val: removed 3 shards of an earlier run" in result.stdout
+    val = tmp_path / "out" / "val"
+    assert sorted(p.name for p in val.rglob("val-*")) == sorted(
+        f"val-{n:06d}.{ext}" for n in range(3) for ext in ("tar", "idx", "json"))
+    assert load_split(tmp_path / "out", "val").num_samples == 3  # the trainer takes it

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import shutil
+import tarfile
 
 import pytest
 from shard_helpers import run_shard
+from wds2idx import IndexCreator
+
+from data_prep.verify import verify_output
 
 
 @pytest.fixture()
@@ -28,7 +33,7 @@ def test_verify_reports_a_damaged_shard(copy):
     data = bytearray(shard.read_bytes())
     data[2000] ^= 0xFF
     shard.write_bytes(bytes(data))
-    result = run_shard("--verify", copy)
+    result = run_shard("--verify", copy, "--workers", "1")
     assert result.returncode == 1
     assert "train-000001.tar: missing or checksum differs from manifest" in result.stdout
 
@@ -43,7 +48,7 @@ def test_verify_reports_an_index_that_does_not_match_the_tar(copy):
     manifest = json.loads(manifest_path.read_text())
     manifest["shards"][0]["index_sha256"] = hashlib.sha256(index.read_bytes()).hexdigest()
     manifest_path.write_text(json.dumps(manifest))
-    result = run_shard("--verify", copy)
+    result = run_shard("--verify", copy, "--workers", "1")
     assert result.returncode == 1
     assert "val-000000.idx: differs from wds2idx's index" in result.stdout
 
@@ -52,3 +57,39 @@ def test_verify_of_a_folder_without_shards(tmp_path):
     (tmp_path / "classes.json").write_text("[]")
     result = run_shard("--verify", tmp_path)
     assert result.returncode == 2 and "holds no <split>/manifest.json" in result.stderr
+
+
+def test_verify_reads_the_index_as_dali_does(copy, capsys):
+    """A key with a space: wds2idx writes the same index, DALI misreads it; verify says so."""
+    tar, index = copy / "val" / "val-000000.tar", copy / "val" / "val-000000.idx"
+    with tarfile.open(tar) as old:
+        members = [(m, old.extractfile(m).read()) for m in old]
+    key = members[0][0].name.split(".")[0]
+    with tarfile.open(tar, "w", format=tarfile.USTAR_FORMAT) as new:
+        for member, data in members:
+            member.name = member.name.replace(key, key.replace("_", " "))
+            new.addfile(member, io.BytesIO(data))
+    with IndexCreator(str(tar), str(index), verbose=False) as creator:
+        creator.create_index()
+    rewrite_manifest(copy / "val", tar, index)
+    assert verify_output(copy, workers=1) == 1
+    problems = [line for line in capsys.readouterr().out.splitlines() if "PROBLEM" in line]
+    assert problems == [f"PROBLEM {index}: DALI cannot read it: line 1: 18 fields, not 'ext "
+                        "offset size name' groups of four (a space in a file name?)"]
+
+
+def test_verify_applies_the_trainers_checks_of_the_listing(copy, capsys):
+    shutil.copy(copy / "val" / "val-000000.tar", copy / "val" / "val-000099.tar")
+    assert verify_output(copy, workers=1) == 1
+    assert f"PROBLEM the trainer refuses {copy / 'val'}: {copy / 'val'} holds shards the " \
+           "manifest does not list: val-000099.tar" in capsys.readouterr().out
+
+
+def rewrite_manifest(split_dir, tar, index) -> None:
+    """The manifest made to agree with a hand-changed shard, so only its content is wrong."""
+    path = split_dir / "manifest.json"
+    data = json.loads(path.read_text())
+    entry = next(s for s in data["shards"] if s["name"] == tar.name)
+    entry.update(sha256=hashlib.sha256(tar.read_bytes()).hexdigest(), bytes=tar.stat().st_size,
+                 index_sha256=hashlib.sha256(index.read_bytes()).hexdigest())
+    path.write_text(json.dumps(data))

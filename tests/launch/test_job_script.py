@@ -13,7 +13,7 @@ from launch_runs import SMOKE, STEPS, overrides
 from run_helpers import assert_same_tensors, checkpoints, state_at
 from slurm_jobs import JOB_SCRIPT, SMALL, TIME, release_requeued, sbatch, wait_until
 
-from pipeline.launch.submit import job_state
+from pipeline.launch.jobstate import job_state
 from pipeline.training.preemption import REQUEUE_EXIT_CODE
 
 

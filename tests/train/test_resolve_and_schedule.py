@@ -110,3 +110,12 @@ def test_the_memory_format_and_epochs_of_a_step_are_decided_once():
     assert [run.epoch_of(s) for s in (0, 1, 2, 3, 4)] == [0, 0, 1, 1, 2]
     assert [run.is_epoch_end(s) for s in (0, 1, 2, 4)] == [False, False, True, True]
     assert run.epochs_done(3) == 1.5
+
+
+def test_more_precise_bn_batches_than_an_epoch_has_are_cut_with_a_warning():
+    run = resolve(config("data.batch_size=100", "eval.precise_bn_batches=50"), 2, 1000)
+    assert run.precise_bn_batches == 5
+    assert run.warnings == ("eval.precise_bn_batches = 50, but an epoch has 5 batches per "
+                            "rank: precise BN uses 5",)
+    assert resolve(config("data.batch_size=100", "eval.precise_bn_batches=5"), 2,
+                   1000).warnings == ()

@@ -14,6 +14,7 @@ from pipeline.resolve import Derived
 from pipeline.training.loss import criterion
 from pipeline.training.optim import build_optimizer
 from pipeline.training.precision import autocast
+from pipeline.training.saving import save_torch
 
 STATE_FILE = "engine.pt"
 
@@ -63,9 +64,9 @@ class DDPEngine:
     def save(self, folder: Path) -> None:
         """Rank 0 writes the state: every rank holds the same."""
         if self.env.is_main:
-            torch.save({"model": self.module.state_dict(),
-                        "optimizer": self.optimizer.state_dict(),
-                        "scaler": self.scaler.state_dict()}, folder / STATE_FILE)
+            save_torch(folder / STATE_FILE, {"model": self.module.state_dict(),
+                                             "optimizer": self.optimizer.state_dict(),
+                                             "scaler": self.scaler.state_dict()})
 
     def load(self, folder: Path) -> None:
         state = torch.load(folder / STATE_FILE, map_location=self.env.device, weights_only=True)
