@@ -58,7 +58,9 @@ def load_split(root: str | Path, split: str, hash_indexes: bool = True) -> Split
                          f"num_samples is {manifest['num_samples']}")
     if total == 0:
         raise ShardError(f"{split_dir}: the manifest lists no samples")
-    return Split(split, shards, total, _num_classes(root))
+    # A shard whose every input was rejected holds none, and DALI refuses its index.
+    readable = tuple(s for s in shards if s.samples)
+    return Split(split, readable, total, _num_classes(root))
 
 
 def _not_shards(root: Path, split_dir: Path) -> str:

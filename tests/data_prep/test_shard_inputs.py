@@ -180,3 +180,29 @@ def test_images_over_the_decompression_bomb_limit_are_rejected(tmp_path):
         f"train/{wnid}/huge.JPEG": "too large to decode safely",
         f"train/{wnid}/big.JPEG": "too large to decode safely"}
     assert "Warning" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_shard_whose_every_input_was_rejected_passes_verify_and_the_loader_skips_it(
+        tmp_path):
+    import torch
+
+    from pipeline.config import DataConfig
+    from pipeline.data import build_train_loader
+
+    written = sample.generate(tmp_path / "src", classes=2, train_per_class=2, val_per_class=1,
+                              bad=True)
+    out = tmp_path / "out"
+    result = run_shard("--source", tmp_path / "src", "--out", out, "--shard-size", "1",
+                       "--workers", "1", "--max-rejects", str(len(sample.BROKEN)))
+    assert result.returncode == 0, result.stdout + result.stderr
+    train = manifest(out, "train")
+    empty = [s for s in train["shards"] if s["samples"] == 0]
+    assert empty  # a broken file alone in its shard
+    assert run_shard("--verify", out, "--workers", "1").returncode == 0
+
+    loader = build_train_loader(DataConfig(shards=str(out), image_size=32, batch_size=1,
+                                           num_workers=1, shuffle_buffer=1, prefetch=1),
+                                0, 1, torch.device("cpu"))
+    loader.set_epoch(0)
+    assert sum(len(labels) for _, labels in loader) == train["num_samples"] == \
+        len(written["train"]) - len(empty)
