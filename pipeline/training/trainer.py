@@ -39,12 +39,12 @@ class Trainer:
         self.run_dir = prepare_run_dir(cfg.run_dir, env)
         self.checkpoints = Checkpointer(self.run_dir, cfg.checkpoint, env)
         saved = self.find_saved()  # before the slow build: a refused resume ends here
-        record_config(self.run_dir, to_yaml(cfg), env)
         parts = assemble(cfg, env)
         self.data, self.train_loader, self.val_loader = parts.data, parts.train, parts.val
         self.run, self.engine = parts.run, parts.engine
         record_derived(self.run_dir, self.run, env)
         self.state = self.resume(*saved) if saved else self.start()
+        record_config(self.run_dir, to_yaml(cfg), env)  # once the resume has worked
         self.tracker = Tracker(cfg.log, self.run_dir, env, cfg.name, self.state.wandb_id,
                                {**to_dict(cfg), "derived": self.run.as_dict()})
         self.stop = StopAgreement(signals)

@@ -83,3 +83,16 @@ def test_a_second_ctrl_c_exits_at_once(sample_shards, tmp_path):
     assert job.wait(timeout=30) == [INTERRUPTED_EXIT_CODE]
     assert "second Ctrl-C: exiting without saving" in job.text()
     assert checkpoints(tmp_path / "run") == []
+
+
+def test_a_checkpoint_of_another_model_is_one_line_even_when_changes_are_allowed(
+        finished, sample_shards, capsys):
+    config = (finished / "run" / "config.yaml").read_text()
+    assert train(sample_shards, finished, "model.bn=false",
+                 "checkpoint.allow_config_change=true") == 1
+    console = capsys.readouterr().out
+    errors = [line for line in console.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and "Traceback" not in console
+    assert f"CheckpointError: {finished / 'run' / 'checkpoints' / 'step-00000005'} does not " \
+           "fit this model (Error(s) in loading state_dict" in errors[0]
+    assert (finished / "run" / "config.yaml").read_text() == config
