@@ -248,16 +248,37 @@ class EvalConfig:
 
 @dataclass
 class LogConfig:
-    """metrics.jsonl, the console and Weights & Biases (pipeline/tracking.py)."""
+    """metrics.jsonl, the console, W&B and the alerts (pipeline/monitor, docs/monitoring.md)."""
 
     every_steps: int = _opt(50, "train metrics every N optimizer steps")
     wandb: str = _opt("disabled", "W&B mode: online | offline | disabled (key from WANDB_API_KEY)")
     project: str = _opt("bn-inception", "W&B project")
     entity: str = _opt("", "W&B entity (team or user); empty: the key's default")
     tags: list[str] = _opt([], "W&B tags")
+    wandb_timeout_s: float = _opt(60.0, "give up starting W&B after this long and train on "
+                                  "without it (metrics.jsonl has everything)")
+    samples_every_epochs: int = _opt(10, "a grid of augmented train images at the start and "
+                                     "every N epochs (samples/ and W&B); 0: at the start only")
+    alert_throughput_fraction: float = _opt(0.5, "alert when img/s falls below this fraction "
+                                            "of the session's running median; 0: never")
+    alert_data_wait_factor: float = _opt(3.0, "alert when one rank waits for data this many "
+                                         "times the other ranks' median; 0: never")
+    alert_data_wait_intervals: int = _opt(3, "... for this many log intervals in a row")
+    alert_every_s: float = _opt(1800.0, "an alert of one kind is raised at most once per "
+                                "this many seconds (console and W&B)")
 
     def __post_init__(self) -> None:
         _check(self.every_steps >= 1, "log.every_steps", self.every_steps, ">= 1")
+        _check(self.wandb_timeout_s > 0, "log.wandb_timeout_s", self.wandb_timeout_s, "> 0")
+        _check(self.samples_every_epochs >= 0, "log.samples_every_epochs",
+               self.samples_every_epochs, ">= 0")
+        _check(self.alert_data_wait_intervals >= 1, "log.alert_data_wait_intervals",
+               self.alert_data_wait_intervals, ">= 1")
+        _check(0 <= self.alert_throughput_fraction < 1, "log.alert_throughput_fraction",
+               self.alert_throughput_fraction, "in [0, 1)")
+        _check(self.alert_data_wait_factor >= 0, "log.alert_data_wait_factor",
+               self.alert_data_wait_factor, ">= 0")
+        _check(self.alert_every_s >= 0, "log.alert_every_s", self.alert_every_s, ">= 0")
         _check(self.wandb in ("online", "offline", "disabled"), "log.wandb", self.wandb,
                "online, offline or disabled")
 

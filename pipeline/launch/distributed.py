@@ -76,6 +76,14 @@ def pick_device(cfg: DistConfig, launch: Launch, visible: int | None = None) -> 
     return torch.device("cuda", launch.local_rank)
 
 
+def device_name(device: torch.device) -> str:
+    """'NVIDIA H100 80GB HBM3 80 GiB (cuda:3)', or 'cpu'."""
+    if device.type != "cuda":
+        return "cpu"
+    props = torch.cuda.get_device_properties(device)
+    return f"{props.name} {props.total_memory / 2**30:.0f} GiB (cuda:{device.index})"
+
+
 def init_distributed(cfg: DistConfig, environ: Mapping[str, str] = os.environ) -> DistEnv:
     """Process group (NCCL on GPUs, gloo on CPU) and device; reuses an existing group."""
     launch = detect_launch(environ)

@@ -154,10 +154,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def node_name() -> str:
+    """This machine as SLURM names it (the host name outside SLURM)."""
+    return os.environ.get("SLURMD_NODENAME") or socket.gethostname()
+
+
 def main() -> int:
     """One JSON line: this task's launch and node (the job script's DRY_RUN)."""
     launch = detect_launch()
-    node = os.environ.get("SLURMD_NODENAME") or socket.gethostname()
+    node = node_name()
     gpus = os.environ.get("CUDA_VISIBLE_DEVICES")
     print(json.dumps({**asdict(launch), "node": node, "visible_gpus": gpus}), flush=True)
     return 0

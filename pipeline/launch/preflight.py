@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,8 @@ import torch.distributed as dist
 from data_prep.manifest import read_manifest
 from pipeline.config import Config
 from pipeline.data.shards import ShardError, load_split
-from pipeline.launch.distributed import DistEnv
+from pipeline.launch.distributed import DistEnv, device_name
+from pipeline.launch.environment import node_name
 from pipeline.models.syncbn import sync_group_size
 
 SPLITS = ("train", "val")
@@ -49,7 +49,7 @@ class RankInfo:
 
 def run_preflight(cfg: Config, env: DistEnv, shards_per_node: int = 2) -> list[str]:
     """Collective. The failures (empty when all is well), the same list on every rank."""
-    ranks = _gather(RankInfo(env.rank, env.local_rank, node_name(), _device_name(env),
+    ranks = _gather(RankInfo(env.rank, env.local_rank, node_name(), device_name(env.device),
                              tuple(sorted(os.sched_getaffinity(0)))))
     hosts = list(dict.fromkeys(r.host for r in ranks))  # in rank order
     _print(env, _rank_table(ranks))
@@ -66,17 +66,6 @@ def run_preflight(cfg: Config, env: DistEnv, shards_per_node: int = 2) -> list[s
     failures += _bn_groups(cfg, env, ranks, hosts)
     _print(env, [f"FAIL {f}" for f in failures] or ["preflight passed"])
     return failures
-
-
-def node_name() -> str:
-    return os.environ.get("SLURMD_NODENAME") or socket.gethostname()
-
-
-def _device_name(env: DistEnv) -> str:
-    if env.device.type != "cuda":
-        return "cpu"
-    props = torch.cuda.get_device_properties(env.device)
-    return f"{props.name} {props.total_memory / 2**30:.0f} GiB (cuda:{env.device.index})"
 
 
 def _gather(obj) -> list:

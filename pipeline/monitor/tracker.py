@@ -1,56 +1,110 @@
 """Where metrics go: runs/<name>/metrics.jsonl always, Weights & Biases when enabled.
 
-    tracker = Tracker(cfg.log, run_dir, env, name, wandb_id, config)   # rank 0 writes
+    tracker = Tracker(cfg.log, run_dir, env, name, wandb_id, cfg_dict)   # before the build
+    tracker.begin(run, state, start_info)   # after the resume: derived values, rewind
     tracker.log({"step": 100, "train/loss": 2.3, ...})
+    tracker.image("samples/train", path, step) / tracker.alert(Alert(...))
 
-The W&B run id comes from TrainState, and so from every checkpoint: a resumed or
-requeued job continues the same W&B run. The API key comes from the environment
-(WANDB_API_KEY or `wandb login`), never from the config. `log.wandb: offline` writes the
-run under runs/<name>/wandb/ for a later `wandb sync`.
+Rank 0 writes; on other ranks every call does nothing. W&B is started once, with a
+timeout (log.wandb_timeout_s): a missing key, no network or a slow server is a warning,
+and training goes on with metrics.jsonl (`python -m pipeline.monitor.upload` sends the
+run later). The W&B run id comes from TrainState, and so from every checkpoint: a
+resumed or requeued job continues the same W&B run.
+
+Every row carries `step`, `epoch` and `images_seen`; W&B plots against `step` (declared
+with define_metric, so rows are logged without W&B's own step counter and a resume never
+hits its "steps must increase" rule), and `epoch` or `images_seen` can be chosen as the
+x-axis, which compares runs of different world sizes. Rows W&B already received before a
+crash (history.rewind) are not sent again, so every step is there once.
+
+The API key comes from WANDB_API_KEY or the user's netrc (`wandb login`), never from the
+config, and nothing the run writes holds it (tests/monitor/test_wandb.py checks).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
 from pipeline.config import LogConfig
 from pipeline.launch.distributed import DistEnv
+from pipeline.monitor.alerts import Alert
+from pipeline.monitor.history import Logged, rewind
+from pipeline.resolve import Derived
+from pipeline.training.state import TrainState
 
 log = logging.getLogger(__name__)
+X_AXES = ("step", "epoch", "images_seen")
 
 
 class Tracker:
     def __init__(self, cfg: LogConfig, run_dir: Path, env: DistEnv, name: str, wandb_id: str,
                  config: dict[str, Any]):
-        """`config`: what W&B shows as the run's config (the tree and derived values)."""
+        """`config`: the config tree, W&B's run config (begin adds the derived values)."""
+        self.cfg, self.run_dir = cfg, run_dir
         self.active = env.is_main
-        self.wandb = None
+        self.wandb, self.metrics, self.logged, self.session = None, None, Logged(), 0
+        self.alerted: dict[str, float] = {}  # title -> when last raised
+        if self.active and cfg.wandb != "disabled":
+            self.wandb = _start_wandb(cfg, run_dir, name, wandb_id, config)
+
+    def begin(self, run: Derived, state: TrainState, start: dict[str, Any]) -> None:
+        """After the resume (or the start from scratch): the run's derived values and this
+        start's facts, and metrics.jsonl cut back to the checkpoint's step."""
         if not self.active:
             return
-        self.metrics = open(run_dir / "metrics.jsonl", "a")
-        if cfg.wandb != "disabled":
-            try:
-                self.wandb = _start_wandb(cfg, run_dir, name, wandb_id, config)
-            except Exception as err:  # wandb raises its own kinds, and network errors
-                log.warning("W&B did not start (%s: %s); the run goes on without it, and "
-                            "metrics.jsonl has every metric", type(err).__name__, err)
+        path = self.run_dir / "metrics.jsonl"
+        self.logged = rewind(path, state.images_seen, state.validated_step == state.step)
+        self.metrics = open(path, "a")
+        self.session = state.starts
+        with open(self.run_dir / "starts.jsonl", "a") as f:
+            f.write(json.dumps({"session": state.starts, "step": state.step,
+                                "time": time.time(), **start}) + "\n")
+        if self.wandb is not None:
+            self.wandb.config.update({"derived": run.as_dict(), "start": start},
+                                     allow_val_change=True)
 
     def log(self, record: dict[str, Any]) -> None:
         if not self.active:
             return
-        self.metrics.write(json.dumps(record) + "\n")
+        row = {**record, "time": time.time(), "session": self.session}
+        self.metrics.write(json.dumps(row) + "\n")
         self.metrics.flush()
+        if self.wandb is not None and not self.logged.has(row):
+            self.wandb.log(row)
+
+    def image(self, key: str, path: Path, step: int, images_seen: int) -> None:
+        if self.active and self.wandb is not None:
+            import wandb
+            self.wandb.log({"step": step, "images_seen": images_seen,
+                            key: wandb.Image(str(path), caption=path.name)})
+
+    def alert(self, alert: Alert) -> None:
+        """A warning line and wandb.alert, each title at most once per log.alert_every_s
+        (a stalled node would otherwise raise one every log interval)."""
+        if not self.active:
+            return
+        now, last = time.monotonic(), self.alerted.get(alert.title)
+        if last is not None and now - last < self.cfg.alert_every_s:
+            log.info("(alert repeated, not raised again yet) %s: %s", alert.title, alert.text)
+            return
+        self.alerted[alert.title] = now
+        log.warning("ALERT %s: %s", alert.title, alert.text)
         if self.wandb is not None:
-            self.wandb.log({k: v for k, v in record.items() if k != "step"},
-                           step=record["step"])
+            try:
+                self.wandb.alert(title=alert.title, text=alert.text, level=alert.level,
+                                 wait_duration=self.cfg.alert_every_s)
+            except Exception as err:  # offline mode and old servers refuse alerts
+                log.info("W&B did not take the alert (%s)", err)
 
     def close(self) -> None:
         if not self.active:
             return
-        self.metrics.close()
+        if self.metrics is not None:
+            self.metrics.close()
         if self.wandb is not None:
             self.wandb.finish()
 
@@ -59,8 +113,26 @@ def _start_wandb(cfg: LogConfig, run_dir: Path, name: str, wandb_id: str,
                  config: dict[str, Any]):
     import wandb
 
-    run = wandb.init(project=cfg.project, entity=cfg.entity or None, name=name, id=wandb_id,
-                     resume="allow", mode=cfg.wandb, dir=str(run_dir), config=config,
-                     tags=list(cfg.tags))
+    started = time.monotonic()
+    try:
+        run = wandb.init(project=cfg.project, entity=cfg.entity or None, name=name,
+                         id=wandb_id, resume="allow", mode=cfg.wandb, dir=str(run_dir),
+                         config=config, tags=list(cfg.tags),
+                         settings=wandb.Settings(init_timeout=cfg.wandb_timeout_s))
+    except Exception as err:  # wandb raises its own kinds, and network errors
+        log.warning("W&B did not start after %.0f s (%s: %s); training goes on without it. "
+                    "metrics.jsonl has every metric: `python -m pipeline.monitor.upload %s` "
+                    "sends the run to W&B later", time.monotonic() - started,
+                    type(err).__name__, str(err).splitlines()[0] if str(err) else "", run_dir)
+        return None
+    define_axes(run)
     log.info("W&B run %s (%s)", run.id, cfg.wandb)
     return run
+
+
+def define_axes(run) -> None:
+    """Every metric plotted against `step`; `epoch` and `images_seen` selectable."""
+    for axis in X_AXES:
+        run.define_metric(axis)
+    run.define_metric("*", step_metric="step")
+    run.define_metric("val/top1", step_metric="step", summary="max")

@@ -79,16 +79,20 @@ def check_shards_once(root: str, env: DistEnv) -> None:
 
 def build_model(cfg: ModelConfig, num_classes: int, run: Derived, env: DistEnv) -> nn.Module:
     """The network on its device and memory format, with BN synchronized over its group."""
+    layout = torch.channels_last if run.channels_last else torch.contiguous_format
+    model = network(cfg, num_classes).to(env.device, memory_format=layout)
+    group = build_sync_group(max(1, run.bn_group))  # a size: resolve checked it
+    return convert_sync_batchnorm(model, group)  # model.compile: the engine compiles it
+
+
+def network(cfg: ModelConfig, num_classes: int) -> nn.Module:
+    """The bare network the model section describes, for the shards' `num_classes`."""
     if cfg.num_classes and cfg.num_classes != num_classes:
         raise ValueError(f"model.num_classes = {cfg.num_classes}, but the shards' "
                          f"classes.json has {num_classes} classes")
-    model = create_model(cfg.name, num_classes=num_classes, bn=cfg.bn, act=cfg.act,
-                         dropout=cfg.dropout, bn_eps=cfg.bn_eps, bn_momentum=cfg.bn_momentum,
-                         separable_stem=cfg.separable_stem)
-    layout = torch.channels_last if run.channels_last else torch.contiguous_format
-    model = model.to(env.device, memory_format=layout)
-    group = build_sync_group(max(1, run.bn_group))  # a size: resolve checked it
-    return convert_sync_batchnorm(model, group)  # model.compile: the engine compiles it
+    return create_model(cfg.name, num_classes=num_classes, bn=cfg.bn, act=cfg.act,
+                        dropout=cfg.dropout, bn_eps=cfg.bn_eps, bn_momentum=cfg.bn_momentum,
+                        separable_stem=cfg.separable_stem)
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:

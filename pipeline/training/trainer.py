@@ -16,8 +16,13 @@ from pipeline.config import Config, to_dict, to_yaml
 from pipeline.data import build_train_loader
 from pipeline.data.epochs import derive_seed
 from pipeline.launch.distributed import DistEnv
+from pipeline.launch.environment import node_name
 from pipeline.launch.signals import INTERRUPTED_EXIT_CODE, StopSignals
-from pipeline.monitor.meter import StepMeter
+from pipeline.monitor.alerts import AlertRules, diverged
+from pipeline.monitor.meter import StepMeter, gather_hosts
+from pipeline.monitor.progress import ProgressClock
+from pipeline.monitor.run_info import describe_start
+from pipeline.monitor.samples import save_grid
 from pipeline.monitor.tracker import Tracker
 from pipeline.training.assembly import assemble
 from pipeline.training.checkpoint import Checkpointer
@@ -39,17 +44,29 @@ class Trainer:
         self.run_dir = prepare_run_dir(cfg.run_dir, env)
         self.checkpoints = Checkpointer(self.run_dir, cfg.checkpoint, env)
         saved = self.find_saved()  # before the slow build: a refused resume ends here
-        parts = assemble(cfg, env)
-        self.data, self.train_loader, self.val_loader = parts.data, parts.train, parts.val
-        self.run, self.engine = parts.run, parts.engine
-        record_derived(self.run_dir, self.run, env)
-        self.state = self.resume(*saved) if saved else self.start()
-        record_config(self.run_dir, to_yaml(cfg), env)  # once the resume has worked
-        self.tracker = Tracker(cfg.log, self.run_dir, env, cfg.name, self.state.wandb_id,
-                               {**to_dict(cfg), "derived": self.run.as_dict()})
+        self.wandb_id = (saved and saved[1]["state"].get("wandb_id")) or new_wandb_id()
+        # W&B starts before the build, so a refusal is known in seconds, not minutes.
+        self.tracker = Tracker(cfg.log, self.run_dir, env, cfg.name, self.wandb_id,
+                               to_dict(cfg))
+        try:
+            self.build(saved)
+        except BaseException:
+            self.tracker.close()
+            raise
         self.stop = StopAgreement(signals)
+        self.alerts, self.clock = AlertRules(cfg.log), ProgressClock(self.run)
         self.last_checkpoint = None
         self.bn_loader = None  # precise BN's own train loader, made when first needed
+
+    def build(self, saved: tuple[Path, dict] | None) -> None:
+        parts = assemble(self.cfg, self.env)
+        self.data, self.train_loader, self.val_loader = parts.data, parts.train, parts.val
+        self.run, self.engine = parts.run, parts.engine
+        record_derived(self.run_dir, self.run, self.env)
+        self.state = self.resume(*saved) if saved else self.start()
+        record_config(self.run_dir, to_yaml(self.cfg), self.env)  # once the resume worked
+        self.hosts = gather_hosts(self.env, node_name())
+        self.tracker.begin(self.run, self.state, describe_start(self.env, self.hosts))
 
     def fit(self) -> int:
         """Trains to run.total_steps; returns the process exit status."""
@@ -88,9 +105,12 @@ class Trainer:
         """Optimizer steps up to the end of `epoch` (or of training); False if stopped."""
         run, state, engine = self.run, self.state, self.engine
         end = min(run.total_steps, (epoch + 1) * run.steps_per_epoch)
-        meter = StepMeter(self.train_loader, run)
-        micro = 0
+        whole_epoch = state.step == epoch * run.steps_per_epoch  # not resumed inside it
+        meter = StepMeter(self.train_loader, run, self.env, self.hosts, state.step)
+        started, micro = time.perf_counter(), 0
         for images, labels in self.train_loader:
+            if micro == 0 and whole_epoch and self.samples_due(epoch):
+                self.log_samples(images)
             boundary = (micro + 1) % run.accumulation == 0
             if micro % run.accumulation == 0:
                 set_lr(engine.optimizer, lr_at(state.step, self.cfg.schedule, run))
@@ -101,12 +121,17 @@ class Trainer:
             micro += 1
             if not boundary:
                 continue
-            engine.step()
+            log_due = (state.step + 1) % self.cfg.log.every_steps == 0 or state.step + 1 == end
+            meter.add_step(engine.step(measure_norm=log_due))
             state.step += 1
+            state.images_seen += run.global_batch
             verdict = self.stop.poll(state.step, step_loss)
             self.raise_if_diverged(verdict.bad_step)
-            if state.step % self.cfg.log.every_steps == 0 or state.step == end:
-                self.log_train(meter.flush(state.step, engine.optimizer))
+            if log_due:
+                record, spread = meter.flush(state.step, state.images_seen, engine.optimizer)
+                if state.step == end and whole_epoch and run.is_epoch_end(state.step):
+                    record["epoch_time_s"] = time.perf_counter() - started
+                self.log_train(record, spread)
             if verdict.preempted:
                 log.warning("stopping at step %d: %s", state.step, self.stop.reason)
                 self.save()
@@ -118,12 +143,29 @@ class Trainer:
                 self.save()
         return True
 
-    def log_train(self, record: dict) -> None:
+    def log_train(self, record: dict, spread) -> None:
+        scale = self.engine.loss_scale()
+        if scale is not None:
+            record["loss_scale"] = scale
         self.tracker.log(record)
-        log.info("step %d/%d (epoch %.2f): loss %.4f, top-1 %.3f, lr %.4g, %.0f img/s, "
-                 "data wait %.1f%%", record["step"], self.run.total_steps, record["epoch"],
-                 record["train/loss"], record["train/top1"], record["lr"],
-                 record["images_per_s"], 100 * record["data_wait_fraction"])
+        log.info("%s", self.clock.line(record))
+        for alert in self.alerts.check(record, spread):
+            self.tracker.alert(alert)
+
+    def samples_due(self, epoch: int) -> bool:
+        every = self.cfg.log.samples_every_epochs
+        return epoch == 0 or (every > 0 and epoch % every == 0)
+
+    def log_samples(self, images) -> None:
+        """The first batch of the epoch as the model sees it (rank 0's)."""
+        if not self.env.is_main:
+            return
+        step = self.state.step
+        path = self.run_dir / "samples" / f"step-{step:08d}.png"
+        sent = path.exists()  # this epoch began before a crash: W&B has its grid
+        save_grid(images, self.cfg.data, path)
+        if not sent:
+            self.tracker.image("samples/train", path, step, self.state.images_seen)
 
     def validate(self) -> float:
         amp_dtype = self.run.autocast_dtype
@@ -139,8 +181,8 @@ class Trainer:
         if self.state.best_top1 is None or top1 > self.state.best_top1:
             self.state.best_top1 = top1
         metrics["val/best_top1"] = self.state.best_top1
-        self.tracker.log({"step": self.state.step,
-                          "epoch": self.run.epochs_done(self.state.step), **metrics})
+        self.tracker.log({"step": self.state.step, "epoch": self.run.epochs_done(self.state.step),
+                          "images_seen": self.state.images_seen, **metrics})
         log.info("step %d: val top-1 %.4f, top-5 %.4f, loss %.4f over %d images",
                  self.state.step, top1, metrics["val/top5"], metrics["val/loss"],
                  metrics["val/images"])
@@ -174,7 +216,7 @@ class Trainer:
 
     def start(self) -> TrainState:
         log.info("starting from scratch")
-        return TrainState()
+        return TrainState(wandb_id=self.wandb_id)
 
     def resume(self, folder: Path, trainer: dict) -> TrainState:
         point = resume_point(trainer["derived"], trainer["state"], self.run)
@@ -186,9 +228,11 @@ class Trainer:
             kept = self.checkpoints.set_aside(f"world{saved['world_size']}-batch"
                                               f"{saved['global_batch']}")
             log.warning("the checkpoints of that shape are kept in %s", kept)
-        state = TrainState(**{**trainer["state"], "step": point.step,
-                              "validated_step": point.validated_step})
-        state.wandb_id = state.wandb_id or new_wandb_id()  # saved before ids were chosen early
+        saved = trainer["state"]
+        state = TrainState(**{**saved, "step": point.step, "validated_step": point.validated_step,
+                              "wandb_id": self.wandb_id, "starts": saved.get("starts", 0) + 1})
+        if "images_seen" not in saved:  # saved before images were counted
+            state.images_seen = point.step * self.run.global_batch
         log.info("resumed from %s at step %d", folder, state.step)
         return state
 
@@ -196,6 +240,7 @@ class Trainer:
         if bad_step is None:
             return
         found = self.last_checkpoint or self.checkpoints.find_resume()
+        self.tracker.alert(diverged(bad_step, str(found or "none")))
         raise NonFiniteLoss(f"the loss was NaN or Inf at step {bad_step}; the last good "
                             f"checkpoint is {found or 'none (no checkpoint yet)'}. Lower "
                             "optim.base_lr or lengthen the warmup, then resume from it")

@@ -24,7 +24,8 @@ def _batches(n: int, size: int = SIZE) -> list[tuple[torch.Tensor, torch.Tensor]
 
 def _train(rank: int, world: int, engine_name: str, dtype: torch.dtype, accumulation: int,
            sync_bn: str = "global", extra: tuple[str, ...] = (), size: int = SIZE):
-    """STEPS optimizer steps over the same global batches; returns weights and losses."""
+    """STEPS optimizer steps over the same global batches; returns weights, losses and the
+    gradient norm each step measured."""
     per_rank = 2 * PER_RANK // world
     cfg = load_config(None, [
         "data.shards=/unused", f"data.batch_size={per_rank // accumulation}",
@@ -33,7 +34,7 @@ def _train(rank: int, world: int, engine_name: str, dtype: torch.dtype, accumula
         f"optim.accumulation={accumulation}", *extra])
     torch.set_default_dtype(dtype)  # the model is built in it (fp64: rounding out of the way)
     engine = assemble(cfg, init_distributed(cfg.dist), DataShape(1000, CLASSES)).engine
-    losses = []
+    losses, norms = [], []
     for images, labels in _batches(2 * PER_RANK, size):
         set_lr(engine.optimizer, LR)
         rows = range(rank * per_rank, (rank + 1) * per_rank)
@@ -44,10 +45,12 @@ def _train(rank: int, world: int, engine_name: str, dtype: torch.dtype, accumula
             loss, _ = engine.forward_backward(images[part].to(dtype), labels[part],
                                               boundary=micro == accumulation - 1)
             step_loss += loss.double() / accumulation
-        engine.step()
+        norm = engine.step(measure_norm=True)
+        norms.append(None if norm is None else norm.item())
         dist.all_reduce(step_loss)
         losses.append(step_loss.item() / world)
-    return {k: v.detach().clone() for k, v in engine.module.state_dict().items()}, losses
+    weights = {k: v.detach().clone() for k, v in engine.module.state_dict().items()}
+    return weights, losses, norms
 
 
 def _max_difference(a: dict, b: dict, only: set[str] | None = None) -> float:
@@ -57,7 +60,7 @@ def _max_difference(a: dict, b: dict, only: set[str] | None = None) -> float:
 
 
 @pytest.fixture(scope="module")
-def one_rank() -> tuple[dict, list[float]]:
+def one_rank() -> tuple[dict, list[float], list[float]]:
     """The reference: 1 process, the whole batch of 2 x PER_RANK, plain BN (fp64)."""
     (result,) = run_distributed(_train, world_size=1, args=("ddp", torch.float64, 1))
     return result
@@ -68,11 +71,14 @@ def test_two_ranks_with_sync_bn_equal_one_rank_on_the_whole_batch(one_rank):
     1e-5). DeepSpeed cannot reduce fp64 gradients; the next test ties it to DDP in fp32."""
     rank0, rank1 = run_distributed(_train, world_size=2, args=("ddp", torch.float64, 1))
     assert _max_difference(rank0[0], rank1[0]) == 0  # the ranks hold the same weights
-    weights, losses = one_rank
+    weights, losses, norms = one_rank
     moved = _max_difference(weights, run_distributed(_initial, world_size=1)[0])
     assert moved > 1e-2  # the steps changed the weights: equality below means something
     assert _max_difference(rank0[0], weights) < 1e-9
     assert rank0[1] == pytest.approx(losses, abs=1e-10)
+    # The logged gradient norm is the global batch's, the same on every rank.
+    assert rank0[2] == rank1[2] and rank0[2] == pytest.approx(norms, rel=1e-9)
+    assert min(norms) > 0
 
 
 @pytest.mark.parametrize("accumulation, sync_bn", [(1, "global"), (2, "none")])
@@ -84,6 +90,7 @@ def test_deepspeed_steps_exactly_like_ddp_in_fp32(accumulation, sync_bn):
     ddp = run_distributed(_train, world_size=2, timeout_s=300, args=("ddp", *args))
     ds = run_distributed(_train, world_size=2, timeout_s=300, args=("deepspeed", *args))
     assert ds[0][1] == ddp[0][1] and ds[1][1] == ddp[1][1]
+    assert ds[0][2] == pytest.approx(ddp[0][2], rel=1e-5) and min(ddp[0][2]) > 0
     assert _max_difference(ds[0][0], ddp[0][0]) == 0  # rank 0: weights and BN statistics
     # Per-GPU BN statistics stay per rank under DeepSpeed (DDP copies rank 0's into every
     # rank each forward); evaluation and checkpoints use rank 0's, so only weights agree.
@@ -103,8 +110,8 @@ def test_autocast_precisions_agree_between_engines():
     for autocast in ("bfloat16", "float16"):
         for engine in ("ddp", "deepspeed"):
             args = (engine, torch.float32, 1, "global", ("precision.autocast=" + autocast,), 32)
-            weights, losses[autocast, engine] = run_distributed(_train, world_size=2,
-                                                                args=args)[0]
+            weights, losses[autocast, engine], _ = run_distributed(_train, world_size=2,
+                                                                   args=args)[0]
             assert {v.dtype for v in weights.values() if v.is_floating_point()} == \
                 {torch.float32}
         assert losses[autocast, "deepspeed"] == pytest.approx(losses[autocast, "ddp"],
@@ -134,6 +141,10 @@ def test_zero_stages_and_clipping_step_like_ddp(ddp_clipped, zero_stage):
     ds = run_distributed(_train, world_size=2, timeout_s=300, args=(
         "deepspeed", torch.float32, 1, "global", (*CLIP, f"dist.zero_stage={zero_stage}")))
     assert ds[0][1] == pytest.approx(ddp_clipped[0][1], rel=1e-4)
+    # The norm before clipping: equal at the first step, then as near as the weights
+    # (measured 1.1e-3 relative at step 4).
+    assert ds[0][2][0] == pytest.approx(ddp_clipped[0][2][0], rel=1e-6)
+    assert ds[0][2] == pytest.approx(ddp_clipped[0][2], rel=1e-2)
     assert _max_difference(ds[0][0], ddp_clipped[0][0], _parameters(ds[0][0])) < 1e-4
 
 

@@ -1,5 +1,5 @@
-"""Whole training runs: learning under torchrun, a diverging loss, W&B offline across a
-resume, and what the run folder holds (srun and sbatch: tests/launch/)."""
+"""Whole training runs: learning under torchrun and a diverging loss (srun and sbatch:
+tests/launch/; W&B and metrics.jsonl across a resume: tests/monitor/)."""
 
 from __future__ import annotations
 
@@ -52,19 +52,3 @@ def test_a_diverging_loss_stops_with_the_step_and_the_last_good_checkpoint(sampl
     state = torch.load(tmp_path / "nan" / "checkpoints" / f"step-{good[-1]:08d}" / "engine.pt",
                        weights_only=True)
     assert all(torch.isfinite(v).all() for v in state["model"].values())
-
-
-def test_wandb_offline_keeps_one_run_across_a_resume(sample_shards, tmp_path):
-    args = [f"data.shards={sample_shards}", f"runs_dir={tmp_path}", "name=wb", "log.wandb=offline",
-            "eval.every_epochs=0", "data.image_size=32"]
-    env = {"WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-    first = launch([*args, "schedule.epochs=0.2"], 1, tmp_path / "logs", env)
-    assert first.wait() == [0], first.text()
-    second = launch([*args, "schedule.epochs=0.4"], 1, tmp_path / "logs", env)
-    assert second.wait() == [0], second.text()
-    trainer = torch.load(tmp_path / "wb" / "checkpoints" / "step-00000010" / "trainer.pt",
-                         weights_only=False)
-    runs = sorted((tmp_path / "wb" / "wandb").glob("offline-run-*"))
-    assert len(runs) == 2 and {r.name.rsplit("-", 1)[1] for r in runs} == {
-        trainer["state"]["wandb_id"]}
-    assert checkpoints(tmp_path / "wb") == [5, 10]

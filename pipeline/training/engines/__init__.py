@@ -2,7 +2,8 @@
 
     engine = build_engine(model, run, env)     # the model already has synchronized BN
     loss, logits = engine.forward_backward(images, labels, boundary)   # every micro-batch
-    engine.step()                               # after the last one (boundary=True)
+    norm = engine.step(measure_norm)            # after the last one (boundary=True)
+    engine.loss_scale()                         # fp16's gradient scale, else None
     engine.save(folder) / engine.load(folder)   # collective: call on every rank
 
 An engine reads `run.engine` (pipeline.resolve.EngineSpec: optimizer, clipping,
@@ -31,7 +32,8 @@ class Engine(Protocol):
 
     def forward_backward(self, images: torch.Tensor, labels: torch.Tensor,
                          boundary: bool) -> tuple[torch.Tensor, torch.Tensor]: ...
-    def step(self) -> None: ...
+    def step(self, measure_norm: bool = False) -> torch.Tensor | None: ...
+    def loss_scale(self) -> float | None: ...
     def save(self, folder: Path) -> None: ...
     def load(self, folder: Path) -> None: ...
 

@@ -53,13 +53,24 @@ class DDPEngine:
             self.scaler.scale(loss / self.accumulation).backward()
         return loss.detach(), logits.detach()
 
-    def step(self) -> None:
-        if self.grad_clip > 0:
-            self.scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_(self.module.parameters(), self.grad_clip)
+    def step(self, measure_norm: bool = False) -> torch.Tensor | None:
+        """The global gradient norm (before clipping) when clipping or asked to measure:
+        every rank holds the averaged gradients, so the local norm is the global one."""
+        norm = None
+        if self.grad_clip > 0 or measure_norm:
+            self.scaler.unscale_(self.optimizer)  # a no-op without fp16's scaler
+            if self.grad_clip > 0:
+                norm = nn.utils.clip_grad_norm_(self.module.parameters(), self.grad_clip)
+            else:
+                norm = nn.utils.get_total_norm(
+                    [p.grad for p in self.module.parameters() if p.grad is not None])
         self.scaler.step(self.optimizer)  # skipped when fp16 gradients overflowed
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
+        return norm
+
+    def loss_scale(self) -> float | None:
+        return self.scaler.get_scale() if self.scaler.is_enabled() else None
 
     def save(self, folder: Path) -> None:
         """Rank 0 writes the state: every rank holds the same."""

@@ -53,6 +53,7 @@ class DeepSpeedEngine:
         if run.engine.compile:
             self.model.compile()  # DeepSpeed compiles its module in place
         self.criterion = criterion(run.engine.optim.label_smoothing)
+        self.zero_stage = run.engine.zero_stage
 
     def forward_backward(self, images: torch.Tensor, labels: torch.Tensor,
                          boundary: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -63,8 +64,23 @@ class DeepSpeedEngine:
         self.model.backward(loss)
         return loss.detach(), logits.detach()
 
-    def step(self) -> None:
+    def step(self, measure_norm: bool = False) -> torch.Tensor | None:
+        """The global gradient norm when asked: ZeRO's own (stages 1, 2 compute it in the
+        step), else that of the averaged gradients every rank holds (stage 0 computes it
+        only to clip)."""
+        held = None
+        if measure_norm and self.zero_stage == 0:
+            held = nn.utils.get_total_norm(
+                [p.grad for p in self.module.parameters() if p.grad is not None])
         self.model.step()  # clipping, the fp16 scaler and zero_grad happen inside
+        if not measure_norm:
+            return None
+        norm = self.model.get_global_grad_norm()
+        return held if norm is None else torch.as_tensor(float(norm))
+
+    def loss_scale(self) -> float | None:
+        scale = getattr(self.model.optimizer, "cur_scale", None)  # its fp16 loss scaler's
+        return None if scale is None else float(scale)
 
     def save(self, folder: Path) -> None:
         """DeepSpeed's collective save; every rank writes its part."""

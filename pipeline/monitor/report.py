@@ -1,0 +1,259 @@
+"""A finished (or running) run folder read back, and the numbers of its summary.
+
+    run = load_run(Path("runs/bn_inception_64"))      # ReportError when it has no rows
+    run.series("step", "val/top1")                     # ([25, 50, ...], [0.41, 0.52, ...])
+    summary = summarize(run, targets=(0.5, 0.7))
+    write_summary([summary, ...], targets, out)        # out/summary.md
+
+Only what the trainer writes is read: metrics.jsonl (train and val rows), starts.jsonl,
+metrics.dropped.jsonl, config.yaml (`name`) and derived.json (world size, global batch).
+
+Times. Wall times count from the first start of the job (starts.jsonl, session 0) and
+include every restart, so "wall time to 70%" is what a person waited.
+
+Time lost to restarts, measured at log points. For every session s >= 1:
+  downtime(s) = start time of s - time of the last row session s-1 logged (kept in
+                metrics.jsonl or moved to metrics.dropped.jsonl; its start time if none):
+                the job was dead, queued or starting up;
+and for every session: redone = time of its last dropped row - time of its last row
+  kept before the first dropped one (its start time if none was kept): steps trained
+  after the last checkpoint, lost in the crash and trained again.
+The loss is the sum of both; it equals, over s >= 1, start(s) - the last kept row of s-1.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from pipeline.monitor.history import DROPPED, kind, read_rows
+
+
+class ReportError(Exception):
+    """A run folder the report cannot use; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Run:
+    path: Path
+    label: str  # the run's name (config.yaml), made unique among the runs of one report
+    derived: dict  # derived.json ({} when missing)
+    rows: list[dict]  # metrics.jsonl: train and val rows in logged order
+    starts: list[dict]  # starts.jsonl: one per start of the job
+    dropped: list[dict] = field(default_factory=list)  # metrics.dropped.jsonl
+
+    @property
+    def train(self) -> list[dict]:
+        return [r for r in self.rows if kind(r) == "train"]
+
+    @property
+    def val(self) -> list[dict]:
+        return [r for r in self.rows if kind(r) == "val"]
+
+    @property
+    def world_size(self) -> int | None:
+        return self.derived.get("world_size")
+
+    @property
+    def global_batch(self) -> int | None:
+        return self.derived.get("global_batch")
+
+    @property
+    def started(self) -> float:
+        """Unix time of the job's first start."""
+        return self.starts[0]["time"] if self.starts else self.rows[0]["time"]
+
+    def series(self, x_key: str, y_key: str) -> tuple[list, list]:
+        """x and y of every row that has `y_key`, in logged order."""
+        rows = [r for r in self.rows if y_key in r and x_key in r]
+        return [r[x_key] for r in rows], [r[y_key] for r in rows]
+
+    def restarts(self) -> list[dict]:
+        """The starts after the first: a resume, a requeue, a restart after a crash."""
+        return [s for s in self.starts if s["session"] > 0]
+
+    def images_at(self, step: int) -> float:
+        """Images seen after `step` steps, interpolated between log points."""
+        known = sorted({(0, 0), *((r["step"], r["images_seen"]) for r in self.train)})
+        below = [(s, i) for s, i in known if s <= step][-1]
+        above = next(((s, i) for s, i in known if s > step), None)
+        if above is None:
+            return below[1] + (step - below[0]) * (self.global_batch or 0)
+        return below[1] + (step - below[0]) * (above[1] - below[1]) / (above[0] - below[0])
+
+
+def load_run(path: Path) -> Run:
+    metrics = path / "metrics.jsonl"
+    if not path.is_dir():
+        raise ReportError(f"{path}: no such folder; give a run folder (runs/<name>/)")
+    if not metrics.is_file():
+        raise ReportError(f"{metrics} not found: give a run folder that python -m "
+                          "pipeline.train wrote into (runs/<name>/, with metrics.jsonl)")
+    try:
+        rows = read_rows(metrics)
+        dropped = read_rows(path / DROPPED)
+    except ValueError as err:
+        raise ReportError(str(err)) from None
+    if not rows:
+        raise ReportError(f"{metrics} has no rows yet: the first is written at step "
+                          "log.every_steps; run the report again after it")
+    return Run(path, _name(path), _read_json(path / "derived.json"), rows,
+               _starts(path, rows), dropped)
+
+
+def load_runs(paths: Sequence[Path]) -> list[Run]:
+    """Every run, labelled by its name; runs of one name by name and folder (and by their
+    place on the command line when the folder repeats too)."""
+    runs = [load_run(p) for p in paths]
+    names = Counter(r.label for r in runs)
+    labels = [f"{r.label} ({r.path})" if names[r.label] > 1 else r.label for r in runs]
+    repeated = Counter(labels)
+    labels = [f"{label} #{i}" if repeated[label] > 1 else label
+              for i, label in enumerate(labels, 1)]
+    return [replace(r, label=label) for r, label in zip(runs, labels, strict=True)]
+
+
+def _name(path: Path) -> str:
+    config = path / "config.yaml"
+    name = OmegaConf.load(config).get("name") if config.is_file() else None
+    return str(name or path.resolve().name)
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _starts(path: Path, rows: list[dict]) -> list[dict]:
+    """starts.jsonl; without it (an older run), each session's first row stands in."""
+    starts = read_rows(path / "starts.jsonl")
+    if starts:
+        return starts
+    first: dict[int, dict] = {}
+    for r in rows:
+        first.setdefault(r["session"], {"session": r["session"], "step": r["step"],
+                                        "time": r["time"]})
+    return sorted(first.values(), key=lambda s: s["session"])
+
+
+@dataclass(frozen=True)
+class Restarts:
+    downtime_s: float  # dead, queued or starting up between sessions
+    redone_s: float  # training lost in crashes (metrics.dropped.jsonl) and done again
+
+    @property
+    def lost_s(self) -> float:
+        return self.downtime_s + self.redone_s
+
+
+def restart_time(run: Run) -> Restarts:
+    """The time lost to restarts (the module docstring has the definition)."""
+    starts = {s["session"]: s["time"] for s in run.starts}
+    downtime = redone = 0.0
+    for session in sorted(starts):
+        kept = [r["time"] for r in run.rows if r["session"] == session]
+        lost = [r["time"] for r in run.dropped if r["session"] == session]
+        if lost:
+            before = [t for t in kept if t <= min(lost)]
+            redone += max(lost) - max(before, default=starts[session])
+        if session - 1 in starts:
+            logged = [r["time"] for r in run.rows + run.dropped if r["session"] == session - 1]
+            downtime += starts[session] - max(logged, default=starts[session - 1])
+    return Restarts(downtime, redone)
+
+
+@dataclass(frozen=True)
+class Reached:
+    """The first val row at or above a top-1 (the best one for `best`)."""
+
+    top1: float
+    step: int
+    images_seen: int
+    wall_s: float
+
+
+def reached(run: Run, target: float) -> Reached | None:
+    row = next((r for r in run.val if r["val/top1"] >= target), None)
+    return None if row is None else _reached(run, row)
+
+
+def _reached(run: Run, row: dict) -> Reached:
+    return Reached(row["val/top1"], row["step"], row["images_seen"], row["time"] - run.started)
+
+
+@dataclass(frozen=True)
+class Summary:
+    label: str
+    world_size: int | None
+    global_batch: int | None
+    steps_done: int
+    total_steps: int | None
+    best: Reached | None  # the highest val top-1, its first occurrence
+    targets: dict[float, Reached | None]
+    mean_images_per_s: float  # mean over the train rows
+    starts: int
+    restarts: Restarts
+    wall_s: float  # the first start to the last row logged
+
+
+def summarize(run: Run, targets: Sequence[float] = ()) -> Summary:
+    val, train = run.val, run.train
+    best = max(val, key=lambda r: r["val/top1"], default=None)  # max keeps the first
+    speeds = [r["images_per_s"] for r in train if "images_per_s" in r]
+    last = max(r["time"] for r in run.rows + run.dropped)
+    return Summary(run.label, run.world_size, run.global_batch,
+                   max(r["step"] for r in run.rows), run.derived.get("total_steps"),
+                   None if best is None else _reached(run, best),
+                   {t: reached(run, t) for t in targets},
+                   sum(speeds) / len(speeds) if speeds else math.nan,
+                   len(run.starts), restart_time(run), last - run.started)
+
+
+def duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, s = divmod(round(seconds), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{s:02d}"
+
+
+def summary_table(summaries: Sequence[Summary], targets: Sequence[float] = ()) -> str:
+    head = ["run", "world size", "global batch", "steps done", "best val top-1",
+            "best at step", "best at images seen", "best at wall time",
+            *(f"top-1 >= {t:.0%}: step, wall time" for t in targets),
+            "mean images/s", "starts", "time lost to restarts", "total wall time"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for s in summaries:
+        lines.append("| " + " | ".join(_cells(s, targets)) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _cells(s: Summary, targets: Sequence[float]) -> list[str]:
+    b = s.best
+    best = ["-"] * 4 if b is None else [f"{b.top1:.2%}", str(b.step), f"{b.images_seen:,}",
+                                        duration(b.wall_s)]
+    reach = [f"step {r.step}, {duration(r.wall_s)}" if r else "not reached"
+             for r in (s.targets.get(t) for t in targets)]
+    steps = f"{s.steps_done}" + (f" of {s.total_steps}" if s.total_steps else "")
+    return [s.label, str(s.world_size or "?"), str(s.global_batch or "?"), steps, *best, *reach,
+            f"{s.mean_images_per_s:.1f}", str(s.starts), duration(s.restarts.lost_s),
+            duration(s.wall_s)]
+
+
+NOTES = """
+Wall times count from the job's first start and include restarts. Time lost to restarts:
+for each restart, the time from the last row the previous session logged to the new
+start (dead, queued, starting up), plus the time the rows in metrics.dropped.jsonl cover
+(steps trained after the last checkpoint, lost in a crash, trained again). Mean images/s:
+the mean of the train rows' images_per_s. Top-1 values are the val rows' val/top1.
+"""
+
+
+def write_summary(summaries: Sequence[Summary], targets: Sequence[float], out: Path) -> Path:
+    path = out / "summary.md"
+    path.write_text("# Run summary\n\n" + summary_table(summaries, targets) + NOTES)
+    return path

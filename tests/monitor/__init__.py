@@ -1,0 +1,1 @@
+"""Tests of pipeline.monitor and the report (pipeline/report.py)."""

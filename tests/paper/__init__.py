@@ -1,0 +1,1 @@
+"""Tests of pipeline.paper (the BN paper's experiments at small scale)."""
