@@ -17,7 +17,7 @@ from dataclasses import Field, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import MISSING, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -306,12 +306,30 @@ class Config:
 
 
 def load_config(recipe: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Defaults, then the recipe YAML (differences only), then dotted overrides."""
+    """Defaults, then the recipe YAML (differences only; `base: other.yaml` merges that
+    recipe, relative to this one, first), then dotted overrides."""
     tree = OmegaConf.structured(Config)
     if recipe is not None:
-        tree = OmegaConf.merge(tree, OmegaConf.load(recipe))
+        tree = OmegaConf.merge(tree, _recipe(recipe))
     tree = OmegaConf.merge(tree, OmegaConf.from_dotlist(list(overrides or [])))
     return OmegaConf.to_object(tree)
+
+
+def _recipe(recipe, seen: tuple[Path, ...] = ()):
+    """The recipe's tree over its bases' (a file path, or an open YAML stream)."""
+    tree = OmegaConf.load(recipe)
+    base = tree.pop("base", None) if isinstance(tree, DictConfig) else None
+    if base is None:
+        return tree
+    if not isinstance(recipe, str | Path):
+        raise ValueError("base: needs a recipe file, to find the base beside it")
+    path = (Path(recipe).parent / str(base)).resolve()
+    if path in seen or path == Path(recipe).resolve():
+        raise ValueError(f"{recipe}: base: {base} makes a cycle of recipes")
+    if not path.is_file():
+        raise ValueError(f"{recipe}: base: {base} not found (looked for {path}); give a "
+                         "recipe file relative to this one")
+    return OmegaConf.merge(_recipe(path, (*seen, Path(recipe).resolve())), tree)
 
 
 def to_yaml(cfg: Config) -> str:

@@ -52,3 +52,21 @@ def test_a_wrong_claim_is_caught(tmp_path):
     assert claimed(recipe)[64]["lr"] == 3.1
     with pytest.raises(AssertionError, match="at 64 ranks"):
         test_the_recipe_resolves_to_the_values_its_comments_claim(recipe)
+
+
+def test_a_recipe_on_a_base_gets_the_base_then_its_own_differences(tmp_path):
+    x30 = load_config(REPO / "configs" / "bn_x30.yaml", ["data.shards=/x"])
+    x5 = load_config(REPO / "configs" / "bn_x5.yaml", ["data.shards=/x"])
+    assert (x30.optim.base_lr, x5.optim.base_lr) == (0.045, 0.0075)
+    assert x30.optim.weight_decay == x5.optim.weight_decay == 4e-5  # from the base
+    assert x30.schedule.exp_every_epochs == x5.schedule.exp_every_epochs == 8 / 6
+    # two levels: the cluster recipe over bn_x30 over bn_x5
+    b64 = load_config(REPO / "configs" / "bn_x30_64gpu_b64.yaml", ["data.shards=/x"])
+    assert (b64.data.batch_size, b64.optim.base_lr, b64.log.wandb) == (64, 0.045, "online")
+    (tmp_path / "a.yaml").write_text("base: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\n")
+    with pytest.raises(ValueError, match="makes a cycle"):
+        load_config(tmp_path / "a.yaml", ["data.shards=/x"])
+    (tmp_path / "c.yaml").write_text("base: missing.yaml\n")
+    with pytest.raises(ValueError, match=r"c.yaml: base: missing.yaml not found"):
+        load_config(tmp_path / "c.yaml", ["data.shards=/x"])

@@ -49,6 +49,8 @@ def test_a_diverging_loss_stops_with_the_step_and_the_last_good_checkpoint(sampl
     bad = int(re.search(r"NonFiniteLoss: the loss was NaN or Inf at step (\d+);", log)[1])
     good = checkpoints(tmp_path / "nan")
     assert good and good[-1] < bad and f"step-{good[-1]:08d}. Lower optim.base_lr" in log
+    assert f"ALERT loss is NaN/Inf: training stopped at step {bad}; the last good " \
+           f"checkpoint is {tmp_path / 'nan' / 'checkpoints' / f'step-{good[-1]:08d}'}" in log
     state = torch.load(tmp_path / "nan" / "checkpoints" / f"step-{good[-1]:08d}" / "engine.pt",
                        weights_only=True)
     assert all(torch.isfinite(v).all() for v in state["model"].values())
