@@ -18,7 +18,7 @@ x-axis, which compares runs of different world sizes. Rows W&B already received 
 crash (history.rewind) are not sent again, so every step is there once.
 
 The API key comes from WANDB_API_KEY or the user's netrc (`wandb login`), never from the
-config, and nothing the run writes holds it (tests/monitor/test_wandb.py checks).
+config, and nothing the run writes holds it (tests/monitor/test_wandb_run.py checks).
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ class Tracker:
 
     def begin(self, run: Derived, state: TrainState, start: dict[str, Any]) -> None:
         """After the resume (or the start from scratch): the run's derived values and this
-        start's facts, and metrics.jsonl cut back to the checkpoint's step."""
+        start's facts, and metrics.jsonl cut back to the checkpoint (history.rewind)."""
         if not self.active:
             return
         path = self.run_dir / "metrics.jsonl"

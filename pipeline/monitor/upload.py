@@ -18,14 +18,13 @@ API key comes from WANDB_API_KEY or `wandb login`, as for training.
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 from pathlib import Path
 
 import yaml
 
-from pipeline.monitor.history import read_rows
+from pipeline.monitor.report import ReportError, load_run
 from pipeline.monitor.tracker import define_axes
 
 SAMPLE = re.compile(r"step-(\d+)\.png$")
@@ -38,9 +37,8 @@ def upload(run_dir: Path, mode: str = "online", run_id: str | None = None,
 
     config = _read_config(run_dir)
     log_cfg = config.get("log", {})
-    starts = read_rows(run_dir / "starts.jsonl")
-    derived = json.loads((run_dir / "derived.json").read_text())
-    rows = read_rows(run_dir / "metrics.jsonl")
+    folder = load_run(run_dir)  # the report's reader: metrics, starts, derived values
+    starts, derived, rows = folder.starts, folder.derived, folder.rows
     run = wandb.init(project=project or log_cfg.get("project"),
                      entity=entity or log_cfg.get("entity") or None,
                      name=config.get("name", run_dir.name), id=run_id, mode=mode,
@@ -100,11 +98,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--project", help="default: the run's log.project")
     p.add_argument("--entity", help="default: the run's log.entity")
     args = p.parse_args(argv)
-    if not (args.run_dir / "metrics.jsonl").is_file():
-        print(f"error: {args.run_dir / 'metrics.jsonl'} is missing: give the run folder "
-              "the trainer made (runs/NAME)", file=sys.stderr)
+    try:
+        run_id = upload(args.run_dir, args.mode, args.run_id, args.project, args.entity)
+    except (ReportError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
         return 2
-    run_id = upload(args.run_dir, args.mode, args.run_id, args.project, args.entity)
     print(f"uploaded {args.run_dir} as W&B run {run_id} ({args.mode})")
     return 0
 
