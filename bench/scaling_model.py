@@ -5,7 +5,7 @@
                                   [--latency-node-us 10] [--latency-cross-us 30]
 
 From stated inputs, not measurements: the one-GPU training rate (default: the 8,000 img/s
-bf16 target of issue 13 until bench/gpu_check.sh has measured it), and link figures from
+bf16 floor, an assumption: not yet measured on a GPU), and link figures from
 docs/performance.md's sources. Per step it adds to the compute time what the network
 cannot hide:
 - the gradient all-reduce of 11.3 M fp32 values (45 MB): NVLink ring inside a node, then

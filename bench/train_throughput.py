@@ -27,7 +27,7 @@ from loader_throughput import shard
 from photos import photo_tree
 
 from pipeline.config import load_config
-from pipeline.launch.distributed import init_distributed, shutdown
+from pipeline.dist.group import init_distributed, shutdown
 from pipeline.training.assembly import assemble
 from pipeline.training.optim import set_lr
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from data_prep.dali_index import TAR_BLOCK, index_text, sample_line
 from data_prep.imagenet import SourceItem
 from data_prep.images import EncodeOptions, PreparedImage, RejectedImage, prepare_image
-from pipeline.files import PARTIAL, AtomicFile, write_json_atomic
+from pipeline.files import PARTIAL_FILE, AtomicFile, write_json_atomic
 
 
 @dataclass(frozen=True)
@@ -166,7 +166,7 @@ def remove_unplanned_shards(split_dir: Path, split: str, planned: set[str]) -> l
 
 def remove_stale_partials(out_dir: Path) -> None:
     """Deletes partial files left by killed writers (their process no longer runs)."""
-    for path in out_dir.rglob(f"*{PARTIAL}*"):
+    for path in out_dir.rglob(f"*{PARTIAL_FILE}*"):
         pid = int(path.name.rsplit("-", 1)[1])
         if not _process_alive(pid):
             path.unlink(missing_ok=True)

@@ -5,7 +5,7 @@ Checks per shard: tar and index checksums; the index read by DALI's rules
 the sample count read back by webdataset; every key free of dots; `.cls` equal to the
 label of the `.json` wnid; every JPEG decodes to RGB with no EXIF orientation to apply.
 Per split: class totals equal the manifest's, and the trainer's own checks of the folder
-(`pipeline.data.shards.load_split`: no unlisted shards, sizes, counts) pass.
+(`data_prep.manifest.load_split`: no unlisted shards, sizes, counts) pass.
 Prints each shard's class mix.
 """
 
@@ -22,7 +22,7 @@ from PIL import Image
 
 from data_prep.dali_index import MalformedIndex, index_text, parse_index
 from data_prep.images import ORIENTATION
-from data_prep.manifest import read_manifest
+from data_prep.manifest import ShardError, load_split, read_manifest
 from data_prep.runner import worker_pool
 from pipeline.files import file_sha256
 
@@ -115,9 +115,6 @@ def _index_problems(index: Path, tar: Path) -> list[str]:
 
 def _trainer_problems(split_dir: Path) -> list[str]:
     """What the trainer would refuse (the same function, so the two cannot drift apart)."""
-    # Imported here: it loads the whole loader package, which the workers do not need.
-    from pipeline.data.shards import ShardError, load_split
-
     try:
         load_split(split_dir.parent, split_dir.name)
     except ShardError as exc:

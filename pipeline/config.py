@@ -1,6 +1,6 @@
 """The run's configuration: one typed tree of dataclass sections.
 
-    cfg = load_config("configs/recipe.yaml", ["data.batch_size=192", "data.dtype=bfloat16"])
+    cfg = load_config("configs/bn_inception.yaml", ["data.batch_size=192", "data.dtype=bfloat16"])
     loader = build_train_loader(cfg.data, rank, world_size, device)
 
 Defaults and help live here; recipe YAMLs hold only their differences; dotted overrides
@@ -120,7 +120,7 @@ class ModelConfig:
 
 @dataclass
 class OptimConfig:
-    """Optimizer and the learning-rate scaling rule (pipeline/optim.py)."""
+    """Optimizer and the learning-rate scaling rule (pipeline/training/optim.py)."""
 
     name: str = _opt("sgd", "sgd (momentum) | lars (layer-wise adaptive rate, huge batches)")
     base_lr: float = _opt(0.1, "learning rate at reference_batch (Goyal et al.: 0.1 per 256)")
@@ -152,7 +152,7 @@ class OptimConfig:
 
 @dataclass
 class ScheduleConfig:
-    """Learning rate per optimizer step: warmup, then a decay (pipeline/schedule.py)."""
+    """Learning rate per optimizer step: warmup, then a decay (pipeline/training/schedule.py)."""
 
     epochs: float = _opt(90.0, "training length in epochs")
     warmup_epochs: float = _opt(5.0, "linear warmup from warmup_start x lr to lr (cut at the "
@@ -193,7 +193,7 @@ class PrecisionConfig:
 
 @dataclass
 class DistConfig:
-    """Processes and engines (pipeline/dist.py, pipeline/engines)."""
+    """Processes and engines (pipeline/dist/, pipeline/training/engines/)."""
 
     engine: str = _opt("ddp", "ddp (DistributedDataParallel) | deepspeed")
     zero_stage: int = _opt(0, "deepspeed: ZeRO stage 0, 1 or 2")
@@ -217,7 +217,7 @@ class DistConfig:
 
 @dataclass
 class CheckpointConfig:
-    """When to save, what to keep, where to resume from (pipeline/checkpoint.py)."""
+    """When to save, what to keep, where to resume from (pipeline/training/checkpoint.py)."""
 
     every_steps: int = _opt(0, "also save every N optimizer steps; 0: at epoch ends only")
     keep_last: int = _opt(3, "newest checkpoints kept (the best one is kept besides)")
@@ -234,7 +234,7 @@ class CheckpointConfig:
 
 @dataclass
 class EvalConfig:
-    """Validation over the exact val set (pipeline/evaluate.py)."""
+    """Validation over the exact val set (pipeline/training/validation.py)."""
 
     every_epochs: int = _opt(1, "evaluate every N epochs and at the end; 0: at the end only")
     precise_bn_batches: int = _opt(0, "recompute BN statistics on this many train batches "

@@ -14,13 +14,12 @@ rerun replaces only what it made (imagenet/, shards/, runs/).
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 from pathlib import Path
 
 from data_prep import sample, shard
-from pipeline import train
+from pipeline.training.process import train_process
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "smoke_cpu.yaml"
 PARTS = ("imagenet", "shards", "runs")  # what the demo writes into --out
@@ -69,14 +68,13 @@ def main(argv: list[str] | None = None) -> int:
     if status:
         return status
     print(f"== 4/4 training BN-Inception on them (CPU, {CONFIG.name}) into {runs}")
-    status = train.main(["--config", str(CONFIG), f"data.shards={shards}", f"runs_dir={runs}",
-                         f"schedule.epochs={args.epochs}"])
-    if status == 0:
-        lines = (runs / "smoke_cpu" / "metrics.jsonl").read_text().splitlines()
-        final = [json.loads(line) for line in lines if "val/top1" in line][-1]
-        print(f"done: val top-1 {final['val/top1']:.1%} on {final['val/images']} images "
-              f"(chance {1 / args.classes:.0%}); run folder {runs / 'smoke_cpu'}")
-    return status
+    ended = train_process(str(CONFIG), [f"data.shards={shards}", f"runs_dir={runs}",
+                                        f"schedule.epochs={args.epochs}"])
+    if ended.ending == "done" and ended.validation:
+        val = ended.validation
+        print(f"done: val top-1 {val['val/top1']:.1%} on {val['val/images']} images "
+              f"(chance {1 / args.classes:.0%}); run folder {ended.run_dir}")
+    return ended.status
 
 
 if __name__ == "__main__":

@@ -4,6 +4,13 @@
     write_json_atomic(path, {"a": 1})       # readers see the old file or the new one
     fsync_path(folder)                      # a rename inside `folder` survives a crash
     describe_os_error(err)                  # "/runs/x/ckpt: disk full (...)"
+    seal(tmp, final, "meta.json", info)     # a folder made visible complete, or not at all
+    problem = check_sealed(final, "meta.json")   # None, or which file is missing or damaged
+
+A sealed folder (a checkpoint, a weights folder) is written as FOLDER.partial/; seal
+syncs every file, hashes each into an index JSON (`info` plus "files": {name: [size,
+sha256]}) written last, and renames the folder into place; check_sealed compares sizes,
+then hashes. A crash at any moment leaves a complete folder or a .partial one.
 """
 
 from __future__ import annotations
@@ -12,9 +19,11 @@ import errno
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 
-PARTIAL = ".partial-"  # PATH.partial-PID: a file being written by process PID
+PARTIAL_FILE = ".partial-"  # PATH.partial-PID: a file being written by process PID
+PARTIAL_DIR = ".partial"  # FOLDER.partial: a folder being written, sealed by one rename
 # What a person does about the errors of full, read-only and forbidden places.
 OS_ERRORS = {
     errno.ENOSPC: "disk full: free space there or write elsewhere",
@@ -71,7 +80,7 @@ class AtomicFile:
     """
 
     def __init__(self, path: Path):
-        self.path, self.tmp = path, path.with_name(f"{path.name}{PARTIAL}{os.getpid()}")
+        self.path, self.tmp = path, path.with_name(f"{path.name}{PARTIAL_FILE}{os.getpid()}")
 
     def __enter__(self):
         self.f = open(self.tmp, "wb")
@@ -90,3 +99,45 @@ class AtomicFile:
             if isinstance(exc, OSError) and exc.filename is None:
                 exc.filename = str(self.path)  # write() errors name no file: say which
         return False
+
+
+def seal(tmp: Path, final: Path, index_name: str, info: dict) -> None:
+    """Syncs every file of `tmp`, hashes it into tmp/index_name, then renames `tmp` to
+    `final` (an earlier `final` is replaced: the same step saved again after a resume)."""
+    files = {}
+    for path in sorted(p for p in tmp.rglob("*") if p.is_file()):
+        fsync_path(path)
+        files[str(path.relative_to(tmp))] = (path.stat().st_size, file_sha256(path))
+    with open(tmp / index_name, "w") as f:
+        json.dump({**info, "files": files}, f, indent=1)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    fsync_path(final.parent)
+
+
+def read_index(folder: Path, index_name: str) -> dict | None:
+    """A sealed folder's index, or None when it is missing or unreadable."""
+    try:
+        return json.loads((folder / index_name).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def check_sealed(folder: Path, index_name: str) -> str | None:
+    """None when every file the index lists is there with its size and sha256."""
+    index = read_index(folder, index_name)
+    if index is None or not isinstance(index.get("files"), dict):
+        return f"{index_name} is missing or unreadable"
+    for name, (size, digest) in index["files"].items():
+        path = folder / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != size:
+            return f"{name} has {path.stat().st_size} bytes, {index_name} says {size}"
+        if file_sha256(path) != digest:
+            return f"{name} does not match its sha256"
+    return None

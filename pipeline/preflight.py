@@ -6,7 +6,7 @@
 Per rank: host, local rank, GPU and memory, CPU affinity; all-reduce bus bandwidth inside
 each node and across nodes beside what such links give; the shards from every node
 (manifests, indexes, a sample of tars against their sha256, read MB/s); the
-synchronized-BN groups by node (pipeline/launch/preflight.py). Exit status 0 when all
+synchronized-BN groups by node (pipeline/launch/checks.py). Exit status 0 when all
 pass, 1 with a `FAIL host rank N: ...` line for each failure.
 """
 
@@ -18,8 +18,8 @@ import sys
 from omegaconf.errors import OmegaConfBaseException
 
 from pipeline.config import load_config
-from pipeline.launch.distributed import init_distributed, shutdown
-from pipeline.launch.preflight import run_preflight
+from pipeline.dist.group import init_distributed, shutdown
+from pipeline.launch.checks import run_preflight
 
 
 def main(argv: list[str] | None = None) -> int:

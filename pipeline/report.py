@@ -8,7 +8,7 @@ Reads only the run folders (metrics.jsonl, starts.jsonl, metrics.dropped.jsonl,
 config.yaml, derived.json); no W&B, no network. Writes val_top1.png (val top-1 against
 steps, one line per run, as in the BN paper's Figure 2), curves_vs_step.png,
 curves_vs_images.png, throughput.png, ranks.png, plots.json (every plotted value) and
-summary.md (pipeline/monitor/report.py defines its columns).
+summary.md (pipeline/reports/summary.py defines its columns).
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from pipeline.monitor.plots import write_plots
-from pipeline.monitor.report import ReportError, load_runs, summarize, summary_table, write_summary
+from pipeline.reports.plots import write_plots
+from pipeline.reports.runs import ReportError, load_runs
+from pipeline.reports.summary import summarize, summary_table, write_summary
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -39,7 +39,19 @@ class EngineSpec:
 
     @property
     def autocast_dtype(self) -> torch.dtype | None:
-        return None if self.autocast == "float32" else TORCH_DTYPES[self.autocast]
+        return autocast_dtype(self.autocast)
+
+
+def autocast_dtype(autocast: str) -> torch.dtype | None:
+    """precision.autocast as a dtype; None when autocast is off (float32)."""
+    return None if autocast == "float32" else TORCH_DTYPES[autocast]
+
+
+def channels_last(cfg: Config) -> bool:
+    """The model's memory format. DeepSpeed broadcasts and flattens parameters as plain
+    contiguous memory, so its weights stay NCHW; its convs still run NHWC when the images
+    are channels_last (PyTorch follows the input)."""
+    return cfg.data.channels_last and cfg.dist.engine != "deepspeed"
 
 
 @dataclass(frozen=True)
@@ -144,7 +156,5 @@ def resolve(cfg: Config, world_size: int, train_samples: int,
         warmup_steps=min(total_steps, round(cfg.schedule.warmup_epochs * steps_per_epoch)),
         train_samples=train_samples, samples_per_epoch=steps_per_epoch * global_batch,
         bn_group=group if cfg.model.bn else 0, bn_batch=group * batch if cfg.model.bn else 0,
-        # DeepSpeed broadcasts and flattens parameters as plain contiguous memory; its convs
-        # still run NHWC when the images are channels_last (PyTorch follows the input).
-        channels_last=cfg.data.channels_last and cfg.dist.engine != "deepspeed",
+        channels_last=channels_last(cfg),
         precise_bn_batches=precise_bn, engine=engine, warnings=tuple(warnings))

@@ -15,26 +15,32 @@ with 75. Ctrl-C saves the same way and exits 130 without a requeue.
 
 from __future__ import annotations
 
+import argparse
 import sys
 
-from pipeline.launch.signals import StopSignals
+# Only the signal handlers' module comes first: the process installs them before torch.
+from pipeline.training.process import train_process
 
 
-def run(argv: list[str] | None = None):
-    """The training process; returns its pipeline.training.session.Outcome."""
-    signals = StopSignals.install()
-    # Imported after the handlers are in: torch alone takes seconds to import, more from
-    # a shared file system at 64 ranks, and a stop signal then would kill the rank.
-    from pipeline.training.session import run_session
-
-    try:
-        return run_session(argv, signals)
-    finally:
-        signals.restore()
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m pipeline.train",
+                                description=__doc__.split("\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__.split("\n", 2)[2])
+    p.add_argument("--config", help="recipe YAML (differences from the defaults)")
+    p.add_argument("--describe", action="store_true", help="list every key and exit")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.batch_size=64")
+    return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run(argv).status
+    args = parse_args(argv)
+    if args.describe:
+        from pipeline.config import Config, describe_tree
+
+        print(describe_tree(Config))
+        return 0
+    return train_process(args.config, args.overrides).status
 
 
 if __name__ == "__main__":

@@ -76,7 +76,7 @@ echo "train_64gpu.sh: job $SLURM_JOB_ID restart ${SLURM_RESTART_COUNT:-0} on" \
   "$SLURM_JOB_NUM_NODES nodes x $tasks tasks ($SLURM_JOB_NODELIST): $config $*"
 
 if [ -n "${DRY_RUN:-}" ]; then
-  exec srun "$PYTHON" -m pipeline.launch.environment
+  exec srun "$PYTHON" -m pipeline.dist
 fi
 if [ -n "${PREFLIGHT:-}" ]; then
   srun "$PYTHON" -m pipeline.preflight --config "$config" "$@" || die "preflight failed"

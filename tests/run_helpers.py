@@ -3,7 +3,6 @@ RANK / WORLD_SIZE / LOCAL_RANK / MASTER_* set, each with its own exit status and
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from pipeline.launch.environment import free_port
+from pipeline.dist.environment import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "configs" / "smoke_cpu.yaml"
@@ -88,11 +87,6 @@ def wait_for(path: Path, job: Job, timeout: float = 240) -> None:
 def checkpoints(run_dir: Path) -> list[int]:
     return sorted(int(p.name.split("-")[1]) for p in (run_dir / "checkpoints").glob("step-*")
                   if not p.name.endswith(".partial"))
-
-
-def records(run_dir: Path) -> list[dict]:
-    """The run's metrics.jsonl, one dict per line."""
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
 def state_at(run_dir: Path, step: int) -> dict[str, torch.Tensor]:

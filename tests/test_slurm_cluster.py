@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import time
 from pathlib import Path
 
 import submitit
@@ -70,8 +71,15 @@ def test_submitit_array_returns_every_result(slurm_cluster, tmp_path):
     import_root = Path(__file__).resolve().parents[__name__.count(".")]
     pythonpath = f"export PYTHONPATH={import_root}${{PYTHONPATH:+:$PYTHONPATH}}"
     executor = submitit.AutoExecutor(folder=tmp_path / "submitit", cluster="slurm")
-    executor.update_parameters(timeout_min=2, slurm_array_parallelism=2, slurm_setup=[pythonpath])
+    # submitit signals USR2 90 s before the time limit; a short limit would requeue the
+    # tasks before they start and leave job.result() waiting: 10 min leaves room.
+    executor.update_parameters(timeout_min=10, slurm_array_parallelism=2,
+                               slurm_setup=[pythonpath])
 
     jobs = executor.map_array(square, [3, 4])
 
+    deadline = time.monotonic() + 300
+    while not all(job.done() for job in jobs):
+        assert time.monotonic() < deadline, [job.state for job in jobs]
+        time.sleep(2)
     assert [job.result() for job in jobs] == [9, 16]

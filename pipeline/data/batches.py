@@ -13,7 +13,7 @@ from pathlib import PurePath
 
 import torch
 
-from pipeline.data.shards import ShardError
+from data_prep.manifest import ShardError
 
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 

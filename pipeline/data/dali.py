@@ -20,10 +20,10 @@ from nvidia.dali import fn, pipeline_def, types
 from nvidia.dali.pipeline import Pipeline
 from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
 
+from data_prep.manifest import Shard, ShardError, Split
 from pipeline.config import DataConfig
 from pipeline.data import epochs
 from pipeline.data.batches import RawBatch, dali_sources, parse_labels, to_model_layout
-from pipeline.data.shards import Shard, ShardError, Split
 
 READER = "reader"
 OUTPUTS = ["images", "cls", "source"]

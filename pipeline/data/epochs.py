@@ -17,7 +17,7 @@ import math
 
 import numpy as np
 
-from pipeline.data.shards import Shard, Split
+from data_prep.manifest import Shard, Split
 
 # Stream tags keep the seeds of different uses apart.
 _ORDER, _TRAIN, _WORKER = 1, 2, 3

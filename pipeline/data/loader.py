@@ -21,10 +21,10 @@ from typing import Any, Protocol
 
 import torch
 
+from data_prep.manifest import Split, load_split
 from pipeline.config import DataConfig
 from pipeline.data import epochs
 from pipeline.data.batches import RawBatch, check_labels
-from pipeline.data.shards import Split, load_split
 
 
 class EpochReader(Protocol):
@@ -184,7 +184,7 @@ class ValLoader(_Timed):
 
 def build_train_loader(cfg: DataConfig, rank: int, world_size: int, device: torch.device,
                        hash_indexes: bool = True) -> TrainLoader:
-    """hash_indexes=False: the indexes were hashed once for the job (shards.load_split)."""
+    """hash_indexes=False: the indexes were hashed once for the job (manifest.load_split)."""
     split = _split(cfg, "train", rank, world_size, hash_indexes)
     return TrainLoader(_backend(cfg, split, rank, world_size, device), split, cfg, rank,
                        world_size, device)

@@ -20,10 +20,10 @@ import torch
 import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from data_prep.manifest import Shard, ShardError, Split
 from pipeline.config import DataConfig
 from pipeline.data import cpu_transforms, epochs
 from pipeline.data.batches import RawBatch, to_model_layout
-from pipeline.data.shards import Shard, ShardError, Split
 
 Piece = tuple[str, str, int, int]  # tar path, shard name, samples to skip, samples to take
 PAD_KEY = ("", "")  # the (shard, key) of a val padding sample

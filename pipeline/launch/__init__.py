@@ -1,10 +1,7 @@
-"""Launching: who each process is, the process group, SLURM submission and its checks.
+"""Submitting a training to SLURM from Python, and checking an allocation first.
 
-    environment.py  who a process is, from torchrun's or SLURM's variables (pure, no torch)
-    signals.py      the stop signals, caught from the first moment of the process
-    distributed.py  the process group and the device (DistEnv)
-    requeue.py      after a preemption save: rank 0 requeues the SLURM job
-    submit.py       the submitit launcher (python -m pipeline.launch)
-    preflight.py    checks of an allocation (python -m pipeline.preflight)
-    staging.py      node-local copies of the shards (data.stage_dir)
+    submit.py     the submitit launcher's engine: the request checked, the job submitted
+                  and followed (python -m pipeline.launch, __main__.py)
+    checks.py     checks of an allocation: GPUs, links, shards, BN groups
+                  (python -m pipeline.preflight)
 """

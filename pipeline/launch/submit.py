@@ -1,8 +1,8 @@
 """The submitit launcher: the same training as slurm/train_64gpu.sh, submitted from Python.
 
-    python -m pipeline.launch --nodes 8 --gpus-per-node 8 --config configs/bn_inception.yaml \\
-        data.shards=/data/imagenet-shards [--partition P --account A --qos Q --constraint C \\
-        --time 24:00:00 --mem 0 --cpus-per-task 12] [--wait]
+    status = submit_training(args)          # python -m pipeline.launch's arguments
+    cfg, overrides, tasks = checked_request(args)   # LaunchError before anything is submitted
+    job = submit(args, cfg, overrides, tasks); status = follow(job)   # through its requeues
 
 One task per GPU under srun (`--kill-on-bad-exit`), USR2 300 s before the time limit, the
 job requeueable, logs appended across requeues, SRUN_CPUS_PER_TASK exported: what the
@@ -10,8 +10,7 @@ job script does. Preemption stays collective: the trainer's handlers replace sub
 (which would checkpoint on rank 0 alone and exit inside the handler), every rank saves,
 rank 0 requeues with `scontrol requeue` and the tasks leave without a result, so the job
 comes back and resumes; submitit's own cap of 3 timeouts is raised to dist.max_requeues.
-Prints the job id, its logs, the run folder and the W&B project; `--wait` follows the job
-(through its requeues) and exits with 0 when every task finished its training.
+The command line is pipeline/launch/__main__.py's.
 """
 
 from __future__ import annotations
@@ -26,7 +25,7 @@ from pathlib import Path
 from omegaconf.errors import OmegaConfBaseException
 
 from pipeline.config import Config, load_config
-from pipeline.launch.jobstate import TERMINAL, job_state
+from pipeline.dist.jobstate import TERMINAL, job_state
 
 ENVIRONMENT = [  # the job script's exports (slurm/train_64gpu.sh says why)
     "export SRUN_CPUS_PER_TASK=${SLURM_CPUS_PER_TASK:-1}",
@@ -43,19 +42,20 @@ class LaunchError(ValueError):
 
 @dataclass(frozen=True)
 class TrainingJob:
-    """What every task of the job runs: the trainer's command line, in-process."""
+    """What every task of the job runs: the trainer, in-process."""
 
-    argv: tuple[str, ...]
+    config: str
+    overrides: tuple[str, ...]
 
     def __call__(self) -> dict:
-        from pipeline import train
+        from pipeline.training.process import train_process
 
-        outcome = train.run(list(self.argv))
+        outcome = train_process(self.config, list(self.overrides))
         if outcome.status == 0:
-            return {"status": 0, **outcome.summary}
+            return {"status": 0, **outcome.summary()}
         if outcome.requeued:  # leave without a result: the job comes back and resumes
             raise SystemExit(outcome.status)
-        raise RuntimeError(f"training ended with status {outcome.status}"
+        raise RuntimeError(f"training ended {outcome.ending} (status {outcome.status})"
                            f"{' after a preemption, not requeued' if outcome.preempted else ''}"
                            f"; see {outcome.run_dir}/logs")
 
@@ -65,28 +65,6 @@ class TrainingJob:
         import submitit
 
         return submitit.helpers.DelayedSubmission(self)
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m pipeline.launch",
-                                description=__doc__.split("\n")[0])
-    p.add_argument("--nodes", type=int, default=1)
-    p.add_argument("--gpus-per-node", type=int, default=8, help="0 for a CPU-only job")
-    p.add_argument("--tasks-per-node", type=int, help="default: one per GPU (1 without GPUs)")
-    p.add_argument("--cpus-per-task", type=int, default=12)
-    p.add_argument("--time", default="24:00:00", help="minutes, or [D-]HH:MM:SS")
-    p.add_argument("--partition")
-    p.add_argument("--account")
-    p.add_argument("--qos")
-    p.add_argument("--constraint")
-    p.add_argument("--mem", help="per node, as sbatch takes it (0: all of it, 256G)")
-    p.add_argument("--signal-s", type=int, default=300, help="USR2 this long before the limit")
-    p.add_argument("--folder", type=Path, help="submitit's files and the logs "
-                   "(default: RUN_DIR/submitit)")
-    p.add_argument("--wait", action="store_true", help="follow the job until it ends")
-    p.add_argument("--config", default="configs/bn_inception.yaml")
-    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.shards=/data")
-    return p.parse_args(argv)
 
 
 def minutes(text: str) -> int:
@@ -100,7 +78,7 @@ def minutes(text: str) -> int:
 
 
 def checked_request(args: argparse.Namespace) -> tuple[Config, list[str], int]:
-    """The config with a run name, the trainer's argv and the tasks per node; a
+    """The config with a run name, the trainer's overrides and the tasks per node; a
     LaunchError names what would fail before anything is submitted."""
     if not Path(args.config).is_file():
         raise LaunchError(f"config {args.config} not found (from {Path.cwd()})")
@@ -122,10 +100,10 @@ def checked_request(args: argparse.Namespace) -> tuple[Config, list[str], int]:
             raise LaunchError(f"partition {args.partition!r} does not exist on this cluster "
                               f"(scontrol: {shown.stderr.strip() or shown.stdout.strip()}); "
                               "`sinfo -s` lists them")
-    return cfg, ["--config", args.config, *overrides], tasks
+    return cfg, overrides, tasks
 
 
-def submit(args: argparse.Namespace, cfg: Config, argv: list[str], tasks: int):
+def submit(args: argparse.Namespace, cfg: Config, overrides: list[str], tasks: int):
     import submitit
 
     folder = args.folder or cfg.run_dir / "submitit"
@@ -143,7 +121,7 @@ def submit(args: argparse.Namespace, cfg: Config, argv: list[str], tasks: int):
         slurm_srun_args=["--kill-on-bad-exit=1"],
         slurm_additional_parameters={"requeue": True}, **optional,
         **({"gpus_per_node": args.gpus_per_node} if args.gpus_per_node else {}))
-    return executor.submit(TrainingJob(tuple(argv)))
+    return executor.submit(TrainingJob(args.config, tuple(overrides)))
 
 
 def follow(job, poll_s: float = 3.0) -> int:
@@ -177,14 +155,14 @@ def follow(job, poll_s: float = 3.0) -> int:
     return 0 if all(r["status"] == 0 for r in results) else 1
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def submit_training(args: argparse.Namespace) -> int:
+    """Checks, submits and (with args.wait) follows the job; the command's exit status."""
     try:
-        cfg, train_argv, tasks = checked_request(args)
+        cfg, overrides, tasks = checked_request(args)
     except LaunchError as err:
         print(f"launch: {err}", file=sys.stderr)
         return 2
-    job = submit(args, cfg, train_argv, tasks)
+    job = submit(args, cfg, overrides, tasks)
     print(f"submitted SLURM job {job.job_id}: {args.nodes} nodes x {tasks} tasks\n"
           f"  logs:       {job.paths.folder / f'{job.job_id}_*_log.out'} (a file per task)\n"
           f"  run folder: {cfg.run_dir}", flush=True)

@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def import_caffe_port(args: argparse.Namespace) -> int:
     from pipeline.models import caffe_port  # pulls in the checkpoint code: only when asked
-    from pipeline.training.weights import WeightsError
+    from pipeline.models.weights import WeightsError
 
     try:
         out = caffe_port.import_caffe_port(args.file, args.out, tuple(args.mean), tuple(args.std))

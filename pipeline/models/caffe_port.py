@@ -49,7 +49,7 @@ from torch import Tensor
 from pipeline.files import file_sha256
 from pipeline.models.bn_inception import BNInception
 from pipeline.models.layers import ConvBNAct
-from pipeline.training.weights import save_weights
+from pipeline.models.weights import save_weights
 
 PORT_MEAN_BGR = (104.0, 117.0, 128.0)  # on 0-255 pixels, std 1
 PORT_BN_EPS = 1e-5
@@ -152,7 +152,7 @@ def fold_input(weight: Tensor, bias: Tensor, mean: tuple[float, float, float],
 
 def import_caffe_port(file: Path, out: Path, mean: tuple[float, float, float],
                       std: tuple[float, float, float]) -> Path:
-    """Converts `file` and writes it as a weights folder (pipeline/training/weights.py)."""
+    """Converts `file` and writes it as a weights folder (pipeline/models/weights.py)."""
     file = Path(file)
     state = convert(read_port(file), mean, std, str(file))
     config = {"model": {"name": "bn_inception", "num_classes": state["fc.weight"].shape[0],

@@ -1,7 +1,7 @@
 """Training metrics between two log points, summed on the device and gathered once.
 
-    meter = StepMeter(loader, run, env, hosts, start_step)
-    meter.add_batch(loss, correct)                 # every micro-batch: no host sync
+    meter = StepMeter(run, env, hosts, start_step)
+    meter.add_batch(loss, correct, wait_s)         # every micro-batch: no host sync
     meter.add_step(grad_norm)                      # every optimizer step (norm or None)
     record, spread = meter.flush(step, images_seen, optimizer)   # collective, all ranks
 
@@ -30,8 +30,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from pipeline.data import TrainLoader
-from pipeline.launch.distributed import DistEnv
+from pipeline.dist.group import DistEnv
 from pipeline.resolve import Derived
 
 # The per-rank row gathered at a log point.
@@ -47,9 +46,8 @@ class RankSpread:
 
 
 class StepMeter:
-    def __init__(self, loader: TrainLoader, run: Derived, env: DistEnv, hosts: list[str],
-                 start_step: int):
-        self.loader, self.run, self.env, self.hosts = loader, run, env, hosts
+    def __init__(self, run: Derived, env: DistEnv, hosts: list[str], start_step: int):
+        self.run, self.env, self.hosts = run, env, hosts
         self.cuda = env.device.type == "cuda"
         self.last_step = start_step
         self._reset()
@@ -61,11 +59,12 @@ class StepMeter:
         if self.cuda:
             torch.cuda.reset_peak_memory_stats(self.env.device)
 
-    def add_batch(self, loss: torch.Tensor, correct: torch.Tensor) -> None:
+    def add_batch(self, loss: torch.Tensor, correct: torch.Tensor, wait_s: float) -> None:
+        """`wait_s`: seconds the loop waited for this batch (the loader's last_wait_s)."""
         count = torch.full((), float(correct.numel()), dtype=torch.float64, device=loss.device)
         row = torch.stack([loss.double(), correct.sum(), count, torch.ones_like(count)])
         self.sums = row if self.sums is None else self.sums + row
-        self.wait_s += self.loader.last_wait_s
+        self.wait_s += wait_s
 
     def add_step(self, grad_norm: torch.Tensor | None) -> None:
         if grad_norm is not None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from pipeline.launch.distributed import DistEnv, device_name
+from pipeline.dist.group import DistEnv, device_name
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGES = ("nvidia-dali-cuda120", "deepspeed", "wandb", "webdataset", "numpy")

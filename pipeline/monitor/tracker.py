@@ -1,13 +1,13 @@
 """Where metrics go: runs/<name>/metrics.jsonl always, Weights & Biases when enabled.
 
     tracker = Tracker(cfg.log, run_dir, env, name, wandb_id, cfg_dict)   # before the build
-    tracker.begin(run, state, start_info)   # after the resume: derived values, rewind
+    tracker.begin(derived, step, images_seen, validated, session, start)   # after the resume
     tracker.log({"step": 100, "train/loss": 2.3, ...})
     tracker.image("samples/train", path, step) / tracker.alert(Alert(...))
 
 Rank 0 writes; on other ranks every call does nothing. W&B is started once, with a
 timeout (log.wandb_timeout_s): a missing key, no network or a slow server is a warning,
-and training goes on with metrics.jsonl (`python -m pipeline.monitor.upload` sends the
+and training goes on with metrics.jsonl (`python -m pipeline.upload` sends the
 run later). The W&B run id comes from TrainState, and so from every checkpoint: a
 resumed or requeued job continues the same W&B run.
 
@@ -30,11 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import LogConfig
-from pipeline.launch.distributed import DistEnv
+from pipeline.dist.group import DistEnv
 from pipeline.monitor.alerts import Alert
 from pipeline.monitor.history import Logged, rewind
-from pipeline.resolve import Derived
-from pipeline.training.state import TrainState
 
 log = logging.getLogger(__name__)
 X_AXES = ("step", "epoch", "images_seen")
@@ -51,20 +49,22 @@ class Tracker:
         if self.active and cfg.wandb != "disabled":
             self.wandb = _start_wandb(cfg, run_dir, name, wandb_id, config)
 
-    def begin(self, run: Derived, state: TrainState, start: dict[str, Any]) -> None:
+    def begin(self, derived: dict[str, Any], step: int, images_seen: int, validated: bool,
+              session: int, start: dict[str, Any]) -> None:
         """After the resume (or the start from scratch): the run's derived values and this
-        start's facts, and metrics.jsonl cut back to the checkpoint (history.rewind)."""
+        start's facts, and metrics.jsonl cut back to the checkpoint (history.rewind).
+        `validated`: the checkpoint's step was validated; `session`: the start's number."""
         if not self.active:
             return
         path = self.run_dir / "metrics.jsonl"
-        self.logged = rewind(path, state.images_seen, state.validated_step == state.step)
+        self.logged = rewind(path, images_seen, validated)
         self.metrics = open(path, "a")
-        self.session = state.starts
+        self.session = session
         with open(self.run_dir / "starts.jsonl", "a") as f:
-            f.write(json.dumps({"session": state.starts, "step": state.step,
-                                "time": time.time(), **start}) + "\n")
+            f.write(json.dumps({"session": session, "step": step, "time": time.time(),
+                                **start}) + "\n")
         if self.wandb is not None:
-            self.wandb.config.update({"derived": run.as_dict(), "start": start},
+            self.wandb.config.update({"derived": derived, "start": start},
                                      allow_val_change=True)
 
     def log(self, record: dict[str, Any]) -> None:
@@ -121,7 +121,7 @@ def _start_wandb(cfg: LogConfig, run_dir: Path, name: str, wandb_id: str,
                          settings=wandb.Settings(init_timeout=cfg.wandb_timeout_s))
     except Exception as err:  # wandb raises its own kinds, and network errors
         log.warning("W&B did not start after %.0f s (%s: %s); training goes on without it. "
-                    "metrics.jsonl has every metric: `python -m pipeline.monitor.upload %s` "
+                    "metrics.jsonl has every metric: `python -m pipeline.upload %s` "
                     "sends the run to W&B later", time.monotonic() - started,
                     type(err).__name__, str(err).splitlines()[0] if str(err) else "", run_dir)
         return None

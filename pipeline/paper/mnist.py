@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -43,8 +42,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.files import describe_os_error
-from pipeline.paper.idx import IdxError
 from pipeline.paper.mnist_data import Data, DataError, Split, load_digits, load_idx_dir
 
 PERCENTILES = (15, 50, 85)
@@ -177,9 +174,8 @@ def resolve(args: argparse.Namespace, data: Data) -> Settings:
                     target=args.target)
 
 
-def parse(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m pipeline.paper mnist",
-                                description=__doc__.split("\n")[0])
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The experiment's options (python -m pipeline.paper mnist)."""
     p.add_argument("--idx", type=Path, help="folder of the four MNIST IDX files "
                    "(default: scikit-learn's digits)")
     p.add_argument("--out", type=Path, default=Path("paper/mnist"),
@@ -198,40 +194,25 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    "(default: %(default)s)")
     p.add_argument("--target", type=float, default=Settings.target,
                    help="test accuracy for the table's 'steps to' (default: %(default)s)")
-    args = p.parse_args(argv)
+
+
+def load(args: argparse.Namespace) -> tuple[Data, Settings]:
+    """The data and the settings the options ask for; DataError, IdxError or OSError."""
     for name in ("steps", "every"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
-            p.error(f"--{name} {getattr(args, name)}: expected a positive number of steps")
-    return args
+            raise DataError(f"--{name} {getattr(args, name)}: expected a positive number "
+                            "of steps")
+    data = load_idx_dir(args.idx) if args.idx else load_digits()
+    return data, resolve(args, data)
 
 
-def main(argv: list[str] | None = None) -> int:
-    from pipeline.paper import mnist_report  # matplotlib: only once there is data
-
-    args = parse(argv)
-    try:
-        data = load_idx_dir(args.idx) if args.idx else load_digits()
-        s = resolve(args, data)
-    except (DataError, IdxError) as err:
-        print(f"mnist: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:
-        print(f"mnist: {describe_os_error(err)}", file=sys.stderr)
-        return 2
+def run(data: Data, s: Settings) -> dict[str, dict[str, list]]:
+    """Both nets trained on the same batches: each net's recorded curve."""
     print(f"{data.name}: {len(data.train.y)} train, {len(data.test.y)} test images; {s}",
           flush=True)
     n_in, threads = data.train.x.shape[1], torch.get_num_threads()
     torch.set_num_threads(1)  # the net is too small to gain from threads: they cost time
     try:
-        curves = {name: train(build_net(n_in, bn, s), data, s, name)
-                  for name, bn in NETS.items()}
+        return {name: train(build_net(n_in, bn, s), data, s, name) for name, bn in NETS.items()}
     finally:
         torch.set_num_threads(threads)
-    paths = mnist_report.write_outputs(args.out, s, data, curves)
-    print(paths[-1].read_text())
-    print("wrote " + ", ".join(str(p) for p in paths))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -19,7 +19,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import PercentFormatter
 
-from pipeline.paper.mnist import Data, Settings, record_steps
+from pipeline.paper.mnist import Settings, record_steps
+from pipeline.paper.mnist_data import Data
 
 LABELS = {"without_bn": "without BN", "with_bn": "with BN"}
 COLORS = {"without_bn": "C3", "with_bn": "C0"}

@@ -26,9 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from data_prep import sample, shard
-from pipeline import train
-from pipeline.monitor.plots import VAL_TOP1, write_plots
-from pipeline.monitor.report import load_run, reached
+from pipeline.reports.plots import VAL_TOP1, write_plots
+from pipeline.reports.runs import load_run
+from pipeline.reports.summary import reached
+from pipeline.training.process import train_process
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "configs"
@@ -103,15 +104,14 @@ def overrides(variant: Variant, scale: Scale, shards: Path, runs: Path) -> list[
 
 
 def train_variant(variant: Variant, scale: Scale, shards: Path, runs: Path) -> dict:
-    status = train.main(["--config", str(CONFIGS / variant.recipe),
-                         *overrides(variant, scale, shards, runs)])
+    ended = train_process(str(CONFIGS / variant.recipe),
+                          overrides(variant, scale, shards, runs))
     folder = runs / variant.name
-    logs = "".join(p.read_text() for p in (folder / "logs").glob("*.log"))
-    diverged = "the loss was NaN or Inf" in logs
-    if status != 0 and not diverged:
-        raise RuntimeError(f"{variant.name}: training failed with status {status}; "
-                           f"see {folder / 'logs'}")
-    return {"status": "diverged" if diverged else "trained", "folder": str(folder)}
+    if ended.ending not in ("done", "diverged"):
+        raise RuntimeError(f"{variant.name}: training ended {ended.ending} (status "
+                           f"{ended.status}); see {folder / 'logs'}")
+    return {"status": "diverged" if ended.ending == "diverged" else "trained",
+            "folder": str(folder)}
 
 
 def outcome(variant: Variant, folder: Path, status: str, scale: Scale, target: float) -> dict:
@@ -176,9 +176,8 @@ def write_table(out: Path, results: dict[str, dict], verdicts, scale: Scale,
     return path
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m pipeline.paper variants",
-                                description=__doc__.split("\n")[0])
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The study's options (python -m pipeline.paper variants)."""
     p.add_argument("--out", type=Path, default=Path("paper/variants"))
     p.add_argument("--steps", type=int, default=Scale.steps, help="optimizer steps each")
     p.add_argument("--size", type=int, default=Scale.size, help="crop size in pixels")
@@ -186,11 +185,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train-per-class", type=int, default=Scale.train_per_class)
     p.add_argument("--target", type=float, default=0.9, help="val top-1 for 'steps to'")
     p.add_argument("--only", nargs="+", choices=sorted(BY_NAME), help="a subset of variants")
-    args = p.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
     scale = Scale(args.steps, args.size, args.classes, args.train_per_class)
     if scale.steps_per_epoch < 1:
-        p.error(f"{args.classes} x {args.train_per_class} train images make no batch of "
-                f"{BATCH}")
+        print(f"variants: {args.classes} x {args.train_per_class} train images make no batch "
+              f"of {BATCH}", file=sys.stderr)
+        return 2
     chosen = [BY_NAME[n] for n in args.only] if args.only else list(VARIANTS)
     shards, runs = make_data(args.out, scale), args.out / "runs"
     results = {}
@@ -213,7 +215,3 @@ def main(argv: list[str] | None = None) -> int:
     table = write_table(args.out, results, verdicts, scale, args.target)
     print(table.read_text())
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

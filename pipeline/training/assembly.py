@@ -16,12 +16,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from data_prep.manifest import ShardError, load_split
 from pipeline.config import Config, DataConfig, ModelConfig
 from pipeline.data import TrainLoader, ValLoader, build_train_loader, build_val_loader
 from pipeline.data.epochs import derive_seed
-from pipeline.data.shards import ShardError, load_split
-from pipeline.launch.distributed import DistEnv, rank0_checks
-from pipeline.launch.staging import stage_shards
+from pipeline.data.staging import stage_shards
+from pipeline.dist.group import DistEnv, rank0_checks
 from pipeline.models import create_model
 from pipeline.models.syncbn import build_sync_group, convert_sync_batchnorm
 from pipeline.resolve import Derived, resolve

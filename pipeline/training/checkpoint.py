@@ -19,7 +19,6 @@ checkpoint whose files no longer match meta.json is skipped on resume with a mes
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import random
@@ -34,15 +33,18 @@ import torch.distributed as dist
 
 from pipeline.config import CheckpointConfig
 from pipeline.data import TrainLoader
-from pipeline.files import file_sha256, fsync_path
-from pipeline.launch.distributed import DistEnv
+from pipeline.dist.group import DistEnv
+from pipeline.files import PARTIAL_DIR, check_sealed, read_index, seal
 from pipeline.training.engines import Engine
+from pipeline.training.engines.ddp import STATE_FILE
 from pipeline.training.saving import save_torch, write_failure
 from pipeline.training.state import TrainState
 
 log = logging.getLogger(__name__)
 META, TRAINER = "meta.json", "trainer.pt"
-PARTIAL = ".partial"
+# DeepSpeed's save_checkpoint(folder, tag="deepspeed") (engines/deepspeed_engine.py TAG);
+# with ZeRO 0-2 the parameters are whole on every rank, so rank 0's file holds them all.
+DEEPSPEED_MODEL = Path("deepspeed") / "mp_rank_00_model_states.pt"
 
 
 class CheckpointError(RuntimeError):
@@ -54,7 +56,7 @@ class Checkpointer:
         self.dir, self.cfg, self.env = run_dir / "checkpoints", cfg, env
         if env.is_main:
             self.dir.mkdir(parents=True, exist_ok=True)
-            for stale in self.dir.glob(f"*{PARTIAL}"):  # a save that a crash interrupted
+            for stale in self.dir.glob(f"*{PARTIAL_DIR}"):  # a save that a crash interrupted
                 shutil.rmtree(stale)
         dist.barrier()
 
@@ -63,7 +65,7 @@ class Checkpointer:
         """Collective. `extra` (config, derived values) goes into trainer.pt; `top1` is the
         val accuracy at this step, if it was evaluated (the best one is never pruned)."""
         final = self.dir / f"step-{state.step:08d}"
-        tmp = final.with_name(final.name + PARTIAL)
+        tmp = final.with_name(final.name + PARTIAL_DIR)
         try:
             if self.env.is_main:
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -171,18 +173,29 @@ def prune(folder: Path, keep_last: int) -> list[Path]:
 
 def validate(folder: Path) -> str | None:
     """None when every file listed in meta.json is there with its size and sha256."""
-    meta = _read_meta(folder)
-    if meta is None:
-        return f"{META} is missing or unreadable"
-    for name, (size, digest) in meta["files"].items():
-        path = folder / name
-        if not path.is_file():
-            return f"{name} is missing"
-        if path.stat().st_size != size:
-            return f"{name} has {path.stat().st_size} bytes, {META} says {size}"
-        if file_sha256(path) != digest:
-            return f"{name} does not match its sha256"
-    return None
+    return check_sealed(folder, META)
+
+
+def is_checkpoint(folder: Path) -> bool:
+    return (folder / TRAINER).is_file() or (folder / META).is_file()
+
+
+def network_weights(folder: Path) -> tuple[dict[str, torch.Tensor], str]:
+    """A valid checkpoint's bare network state dict (DDP's or DeepSpeed's save) and the
+    config YAML it was saved with; CheckpointError naming what is wrong."""
+    problem = validate(folder)
+    if problem:
+        raise CheckpointError(f"checkpoint {folder}: {problem}")
+    config = torch.load(folder / TRAINER, map_location="cpu", weights_only=False)["config"]
+    if (folder / STATE_FILE).is_file():
+        state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)["model"]
+    elif (folder / DEEPSPEED_MODEL).is_file():
+        state = torch.load(folder / DEEPSPEED_MODEL, map_location="cpu",
+                           weights_only=False)["module"]
+    else:
+        raise CheckpointError(f"checkpoint {folder}: neither {STATE_FILE} (DDP) nor "
+                              f"{DEEPSPEED_MODEL} (DeepSpeed) is there")
+    return state, config
 
 
 def rng_state() -> dict[str, Any]:
@@ -203,23 +216,8 @@ def set_rng_state(state: dict[str, Any], device: torch.device) -> None:
 
 def _publish(tmp: Path, final: Path, meta: dict[str, Any]) -> None:
     """Sync every file, hash it into meta.json, then rename: the checkpoint exists."""
-    files = {}
-    for path in sorted(p for p in tmp.rglob("*") if p.is_file()):
-        fsync_path(path)
-        files[str(path.relative_to(tmp))] = (path.stat().st_size, file_sha256(path))
-    meta = {**meta, "files": files}
-    with open(tmp / META, "w") as f:
-        json.dump(meta, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    if final.exists():  # the same step saved again after a resume
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    fsync_path(final.parent)
+    seal(tmp, final, META, meta)
 
 
 def _read_meta(folder: Path) -> dict | None:
-    try:
-        return json.loads((folder / META).read_text())
-    except (OSError, ValueError):
-        return None
+    return read_index(folder, META)

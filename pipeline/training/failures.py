@@ -17,8 +17,8 @@ from pathlib import Path
 import torch.distributed as dist
 
 from pipeline.data import ShardError
+from pipeline.dist.group import RendezvousError
 from pipeline.files import describe_os_error
-from pipeline.launch.distributed import RendezvousError
 from pipeline.training.checkpoint import CheckpointError
 from pipeline.training.preemption import NonFiniteLoss
 from pipeline.training.rundir import TRACE

@@ -1,9 +1,9 @@
 """Stopping together: preemption signals and non-finite losses, agreed on by all ranks.
 
-    signals = StopSignals.install()            # pipeline.launch.signals, at process start
+    signals = StopSignals.install()            # pipeline.dist.signals, at process start
     stop = StopAgreement(signals)              # in the trainer
     verdict = stop.poll(step, loss)            # once per optimizer step, every rank
-    if verdict.preempted: save, requeue (rank 0), exit REQUEUE_EXIT_CODE
+    if verdict.preempted: save, requeue (rank 0), exit outcome.REQUEUE_EXIT_CODE
     if verdict.interrupted (Ctrl-C on some rank): save, exit INTERRUPTED_EXIT_CODE, no requeue
     if verdict.bad_step is not None: raise NonFiniteLoss(...)
 
@@ -21,9 +21,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from pipeline.launch.signals import StopSignals
-
-REQUEUE_EXIT_CODE = 75  # EX_TEMPFAIL: "try again"; after a preemption save
+from pipeline.dist.signals import StopSignals
 
 
 class NonFiniteLoss(RuntimeError):

@@ -11,7 +11,7 @@ import logging
 import sys
 from pathlib import Path
 
-from pipeline.launch.distributed import DistEnv
+from pipeline.dist.group import DistEnv
 from pipeline.resolve import Derived
 
 log = logging.getLogger("pipeline")

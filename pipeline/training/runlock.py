@@ -24,8 +24,8 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from pipeline.launch.distributed import DistEnv, rank0_checks
-from pipeline.launch.jobstate import TERMINAL, job_state
+from pipeline.dist.group import DistEnv, rank0_checks
+from pipeline.dist.jobstate import TERMINAL, job_state
 
 log = logging.getLogger(__name__)
 LOCK = "lock.json"

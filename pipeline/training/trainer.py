@@ -1,6 +1,7 @@
 """The training loop: epochs of optimizer steps, validation, checkpoints and resume.
 
-    status = Trainer(cfg, env, signals).fit()   # 0, or the exit status after a stop's save
+    ending = Trainer(cfg, env, signals).fit()   # "done", "preempted" or "interrupted"
+    trainer.last_validation                     # the last val metrics, with their step
 
 The parts come from assembly.assemble; this module only runs them.
 """
@@ -15,9 +16,9 @@ from pathlib import Path
 from pipeline.config import Config, to_dict, to_yaml
 from pipeline.data import build_train_loader
 from pipeline.data.epochs import derive_seed
-from pipeline.launch.distributed import DistEnv
-from pipeline.launch.environment import node_name
-from pipeline.launch.signals import INTERRUPTED_EXIT_CODE, StopSignals
+from pipeline.dist.environment import node_name
+from pipeline.dist.group import DistEnv
+from pipeline.dist.signals import StopSignals
 from pipeline.monitor.alerts import AlertRules, diverged
 from pipeline.monitor.meter import StepMeter, gather_hosts
 from pipeline.monitor.progress import ProgressClock
@@ -27,13 +28,13 @@ from pipeline.monitor.tracker import Tracker
 from pipeline.training.assembly import assemble
 from pipeline.training.checkpoint import Checkpointer
 from pipeline.training.continuity import check_continuation
-from pipeline.training.evaluate import correct_at, evaluate, recompute_bn_statistics
 from pipeline.training.optim import set_lr
-from pipeline.training.preemption import REQUEUE_EXIT_CODE, NonFiniteLoss, StopAgreement
+from pipeline.training.preemption import NonFiniteLoss, StopAgreement
 from pipeline.training.reshape import resume_point
 from pipeline.training.rundir import prepare_run_dir, record_config, record_derived
 from pipeline.training.schedule import lr_at
 from pipeline.training.state import TrainState, new_wandb_id
+from pipeline.training.validation import correct_at, evaluate, recompute_bn_statistics
 
 log = logging.getLogger("pipeline.train")
 
@@ -56,6 +57,7 @@ class Trainer:
         self.stop = StopAgreement(signals)
         self.alerts, self.clock = AlertRules(cfg.log), ProgressClock(self.run)
         self.last_checkpoint = None
+        self.last_validation: dict = {}
         self.bn_loader = None  # precise BN's own train loader, made when first needed
 
     def build(self, saved: tuple[Path, dict] | None) -> None:
@@ -66,32 +68,35 @@ class Trainer:
         self.state = self.resume(*saved) if saved else self.start()
         record_config(self.run_dir, to_yaml(self.cfg), self.env)  # once the resume worked
         self.hosts = gather_hosts(self.env, node_name())
-        self.tracker.begin(self.run, self.state, describe_start(self.env, self.hosts))
+        state = self.state
+        self.tracker.begin(self.run.as_dict(), state.step, state.images_seen,
+                           state.validated_step == state.step, state.starts,
+                           describe_start(self.env, self.hosts))
 
-    def fit(self) -> int:
-        """Trains to run.total_steps; returns the process exit status."""
+    def fit(self) -> str:
+        """Trains to run.total_steps: "done", or "preempted"/"interrupted" after the save."""
         try:
             return self.train_to_the_end()
         finally:
             self.tracker.close()
 
-    def train_to_the_end(self) -> int:
+    def train_to_the_end(self) -> str:
         if self.state.step >= self.run.total_steps and not self.evaluation_due():
             best = self.state.best_top1
             log.warning("run %s is already complete: step %d of %d%s. Nothing to do; to train "
                         "longer raise schedule.epochs, for a new experiment give a new name=",
                         self.cfg.name, self.state.step, self.run.total_steps,
                         "" if best is None else f", best val top-1 {best:.4f}")
-            return 0
+            return "done"
         if self.evaluation_due():  # a preemption cut in between an epoch's end and its eval
             self.save(self.validate())
         while self.state.step < self.run.total_steps:
             epoch = self.run.epoch_of(self.state.step)
             self.train_loader.set_epoch(epoch)  # a no-op when resumed inside the epoch
             if not self.train_one_epoch(epoch):
-                return INTERRUPTED_EXIT_CODE if self.stop.interrupted else REQUEUE_EXIT_CODE
+                return "interrupted" if self.stop.interrupted else "preempted"
             self.save(self.validate() if self.evaluation_due() else None)
-        return 0
+        return "done"
 
     def evaluation_due(self) -> bool:
         """At the end of every eval.every_epochs-th epoch and of training, once."""
@@ -106,7 +111,7 @@ class Trainer:
         run, state, engine = self.run, self.state, self.engine
         end = min(run.total_steps, (epoch + 1) * run.steps_per_epoch)
         whole_epoch = state.step == epoch * run.steps_per_epoch  # not resumed inside it
-        meter = StepMeter(self.train_loader, run, self.env, self.hosts, state.step)
+        meter = StepMeter(run, self.env, self.hosts, state.step)
         started, micro = time.perf_counter(), 0
         for images, labels in self.train_loader:
             if micro == 0 and whole_epoch and self.samples_due(epoch):
@@ -117,7 +122,8 @@ class Trainer:
                 step_loss = 0.0
             loss, logits = engine.forward_backward(images, labels, boundary)
             step_loss = step_loss + loss
-            meter.add_batch(loss, correct_at(logits, labels, (1,))[0])
+            meter.add_batch(loss, correct_at(logits, labels, (1,))[0],
+                            self.train_loader.last_wait_s)
             micro += 1
             if not boundary:
                 continue
@@ -181,6 +187,7 @@ class Trainer:
         if self.state.best_top1 is None or top1 > self.state.best_top1:
             self.state.best_top1 = top1
         metrics["val/best_top1"] = self.state.best_top1
+        self.last_validation = {"step": self.state.step, **metrics}
         self.tracker.log({"step": self.state.step, "epoch": self.run.epochs_done(self.state.step),
                           "images_seen": self.state.images_seen, **metrics})
         log.info("step %d: val top-1 %.4f, top-5 %.4f, loss %.4f over %d images",

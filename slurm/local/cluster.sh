@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A real SLURM cluster on one machine: 8 fake nodes (node[1-8]) x 8 CPUs x 8 fake GPUs,
 # one slurmctld, one slurmd per node and a private munged, everything under SCRATCH_DIR.
-# The settings follow docs/local-slurm.md (verified on Debian 12, SLURM 22.05, as root).
+# Settings verified on Debian 12, SLURM 22.05, as root.
 #
 #   bash slurm/local/cluster.sh start  SCRATCH_DIR   # write config, start daemons, wait for idle
 #   eval "$(bash slurm/local/cluster.sh env SCRATCH_DIR)"   # export SLURM_CONF for sbatch & co

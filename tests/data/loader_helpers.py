@@ -19,6 +19,7 @@ import torch
 import webdataset as wds
 from PIL import Image
 
+from data_prep.manifest import read_manifest
 from pipeline.config import DataConfig
 from pipeline.files import file_sha256
 
@@ -64,8 +65,7 @@ def config(shards: Path, **changes) -> DataConfig:
 def samples(shards: Path, split: str) -> dict[str, dict]:
     """key -> {label, shard} of every sample, read straight from the tars."""
     out = {}
-    manifest = json.loads((shards / split / "manifest.json").read_text())
-    for entry in manifest["shards"]:
+    for entry in read_manifest(shards / split)["shards"]:
         for s in wds.WebDataset(str(shards / split / entry["name"]), shardshuffle=False):
             out[s["__key__"]] = {"label": int(s["cls"]), "shard": entry["name"]}
     return out

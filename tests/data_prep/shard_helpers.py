@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import webdataset as wds
 
+from data_prep.manifest import read_manifest
+
 REPO = Path(__file__).resolve().parents[2]
 SHARD_SCRIPT = REPO / "data_prep" / "shard.py"
 TREE = dict(classes=4, train_per_class=12, val_per_class=3)
@@ -22,7 +24,7 @@ def run_shard(*args, **kwargs) -> subprocess.CompletedProcess:
 
 
 def manifest(out: Path, split: str) -> dict:
-    return json.loads((out / split / "manifest.json").read_text())
+    return read_manifest(out / split)
 
 
 def tree_files(out: Path) -> dict[str, bytes]:

@@ -12,7 +12,7 @@ import pytest
 from shard_helpers import SHARD_SCRIPT, run_shard, tree_files
 
 from data_prep import sample
-from pipeline.data.shards import load_split
+from data_prep.manifest import load_split
 
 # Re-encoding makes each shard take long enough to stop the run in the middle.
 ARGS = ("--shard-size", "8", "--resize-shorter", "96", "--seed", "7")

@@ -13,8 +13,8 @@ from launch_runs import SMOKE, STEPS, overrides
 from run_helpers import assert_same_tensors, checkpoints, state_at
 from slurm_jobs import JOB_SCRIPT, SMALL, TIME, release_requeued, sbatch, wait_until
 
-from pipeline.launch.jobstate import job_state
-from pipeline.training.preemption import REQUEUE_EXIT_CODE
+from pipeline.dist.jobstate import job_state
+from pipeline.training.outcome import REQUEUE_EXIT_CODE
 
 
 def test_the_job_script_trains_checkpoints_and_exits_0(reference):

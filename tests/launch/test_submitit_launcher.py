@@ -15,7 +15,7 @@ from launch_runs import SMOKE, STEPS, overrides
 from run_helpers import REPO, assert_same_tensors, state_at
 from slurm_jobs import release_requeued, wait_until
 
-from pipeline.launch.jobstate import job_state
+from pipeline.dist.jobstate import job_state
 
 
 def launcher(*args: str) -> list[str]:

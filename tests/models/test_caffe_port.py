@@ -18,12 +18,13 @@ from torch import Tensor, nn
 from pipeline import evaluate
 from pipeline.config import IMAGENET_MEAN, IMAGENET_STD, load_config, to_yaml
 from pipeline.data import build_val_loader
+from pipeline.files import seal
 from pipeline.models import BNInception
 from pipeline.models.__main__ import main as models_cli
 from pipeline.models.caffe_port import PortError, convert, import_caffe_port, read_port
-from pipeline.training.checkpoint import _publish
+from pipeline.training import scoring
 from pipeline.training.saving import save_torch
-from pipeline.training.weights import read_weights
+from pipeline.training.scoring import read_weights
 
 MEAN_BGR = torch.tensor([104.0, 117.0, 128.0])
 EXACT_MEAN = (128 / 255, 117 / 255, 104 / 255)  # the port's mean as our RGB 0-1 data.mean
@@ -282,9 +283,9 @@ def test_evaluate_measures_the_ports_top1_on_the_shards(sample_shards, tmp_path,
     tmp.mkdir()
     save_torch(tmp / "engine.pt", {"model": read_weights(out).state, "optimizer": {}})
     save_torch(tmp / "trainer.pt", {"state": {"step": 7}, "config": to_yaml(cfg)})
-    _publish(tmp, tmp_path / "step-00000007", {"step": 7, "top1": None})
+    seal(tmp, tmp_path / "step-00000007", "meta.json", {"step": 7, "top1": None})
     saved = read_weights(tmp_path / "step-00000007")
-    metrics = evaluate.measure(load_config(saved.config_file(), []), saved)
+    metrics = scoring.measure(load_config(saved.config_file(), []), saved)
     assert metrics["val/top1"] == pytest.approx(expected, abs=1e-4)
     assert metrics["val/images"] == 100
 

@@ -8,11 +8,11 @@ import shutil
 import subprocess
 
 import torch
-from run_helpers import REPO, launch, records
+from run_helpers import REPO, launch
 from wandb_records import offline_run
 
-from pipeline.launch.environment import node_name
-from pipeline.monitor import upload
+from pipeline import upload
+from pipeline.dist.environment import node_name
 from pipeline.monitor.history import DROPPED, read_rows
 
 FAKE_KEY = "local0fakekey" + "7" * 27  # W&B's key length; planted, never to be written
@@ -41,7 +41,7 @@ def test_an_offline_run_across_a_crash_and_a_resume_is_one_wandb_run_with_every_
         if not (run_dir / DROPPED).exists() and epochs == 1:
             shutil.rmtree(run_dir / "checkpoints" / "step-00000025")
 
-    rows = records(run_dir)
+    rows = read_rows(run_dir / "metrics.jsonl")
     assert [r["step"] for r in _train_rows(rows)] == list(range(5, 51, 5))
     assert [r["step"] for r in _val_rows(rows)] == [25, 50]
     assert [r["session"] for r in _train_rows(rows)] == [0] * 4 + [1] + [2] * 5
@@ -100,6 +100,7 @@ if os.environ["RANK"] == "1":  # inside the loader's timed wait for a batch
         return check(*args)
     loader.check_labels = slow
 from pipeline.train import main
+from pipeline.monitor.history import read_rows
 sys.exit(main(sys.argv[1:]))
 """
 
@@ -117,8 +118,8 @@ def test_the_rank_spread_names_the_slow_rank_and_a_wandb_that_cannot_start_stops
     assert job.wait() == [0, 0], job.text()
     console = job.outputs[0].read_text()
     assert "W&B did not start after" in console
-    assert "python -m pipeline.monitor.upload" in console
-    rows = _train_rows(records(tmp_path / "slow"))
+    assert "python -m pipeline.upload" in console
+    rows = _train_rows(read_rows(tmp_path / "slow" / "metrics.jsonl"))
     assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
     for row in rows[1:]:  # the first interval holds rank 0's start-up
         assert row["ranks/slowest"] == 1 and row["ranks/slowest_host"] == node_name()

@@ -46,7 +46,7 @@ def write_mnist(folder, train: int = 120, test: int = 20, size: int = 4, gz: boo
 def reduced_run(tmp_path_factory):
     pytest.importorskip("sklearn")
     out = tmp_path_factory.mktemp("mnist")
-    assert mnist.main([*REDUCED, "--out", str(out)]) == 0
+    assert paper_cli.main(["mnist", *REDUCED, "--out", str(out)]) == 0
     return out, json.loads((out / "mnist.json").read_text())
 
 
@@ -182,7 +182,7 @@ def test_idx_folder_errors_name_what_is_wrong(tmp_path):
 def test_idx_run_end_to_end(tmp_path):
     out = tmp_path / "out"
     argv = ["--idx", str(write_mnist(tmp_path)), "--steps", "20", "--every", "10"]
-    assert mnist.main([*argv, "--out", str(out)]) == 0
+    assert paper_cli.main(["mnist", *argv, "--out", str(out)]) == 0
     result = json.loads((out / "mnist.json").read_text())
     assert result["curves"]["with_bn"]["step"] == [0, 10, 20]
     assert result["data"]["test_split"] == "the t10k files"
@@ -192,7 +192,8 @@ def test_a_corrupt_idx_file_stops_the_run_with_one_line(tmp_path, capsys):
     write_mnist(tmp_path, gz=False)
     bad = tmp_path / "t10k-images-idx3-ubyte"
     bad.write_bytes(b"\x00\x00\x08\x07" + bad.read_bytes()[4:])
-    assert mnist.main(["--idx", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
+    out = str(tmp_path / "out")
+    assert paper_cli.main(["mnist", "--idx", str(tmp_path), "--out", out]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and str(bad) in err and "expected 0x00000803" in err
 
@@ -200,7 +201,7 @@ def test_a_corrupt_idx_file_stops_the_run_with_one_line(tmp_path, capsys):
 def test_without_scikit_learn_the_error_says_what_to_install(tmp_path, monkeypatch, capsys):
     for name in ("sklearn", "sklearn.datasets", "sklearn.model_selection"):
         monkeypatch.setitem(sys.modules, name, None)  # importing them now raises ImportError
-    assert mnist.main(["--steps", "1", "--out", str(tmp_path)]) == 2
+    assert paper_cli.main(["mnist", "--steps", "1", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "pip install -e .[paper]" in err and "--idx" in err
 

@@ -9,12 +9,13 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from pipeline.monitor.history import read_rows
+from pipeline.paper import __main__ as paper_cli
 from pipeline.paper import variants
 
 
 def test_a_reduced_study_trains_each_recipe_and_reports_what_the_run_folders_hold(tmp_path):
     out = tmp_path / "study"
-    assert variants.main(["--out", str(out), "--steps", "20", "--classes", "4",
+    assert paper_cli.main(["variants", "--out", str(out), "--steps", "20", "--classes", "4",
                           "--train-per-class", "40", "--only", "bn_x30", "inception_x30"]) == 0
     report = json.loads((out / "variants.json").read_text())
     assert list(report["results"]) == ["bn_x30", "inception_x30"]

@@ -22,7 +22,7 @@ from typing import Protocol
 import torch
 from torch import nn
 
-from pipeline.launch.distributed import DistEnv
+from pipeline.dist.group import DistEnv
 from pipeline.resolve import Derived
 
 

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from pipeline.launch.distributed import DistEnv
+from pipeline.dist.group import DistEnv
 from pipeline.resolve import Derived
 from pipeline.training.loss import criterion
 from pipeline.training.optim import build_optimizer

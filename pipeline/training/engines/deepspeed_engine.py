@@ -10,7 +10,7 @@ import deepspeed
 import torch
 from torch import nn
 
-from pipeline.launch.distributed import DistEnv
+from pipeline.dist.group import DistEnv
 from pipeline.resolve import Derived
 from pipeline.training.loss import criterion
 from pipeline.training.optim import build_optimizer

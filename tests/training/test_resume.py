@@ -9,9 +9,10 @@ import shutil
 import signal
 
 import pytest
-from run_helpers import assert_same_tensors, checkpoints, launch, records, state_at, wait_for
+from run_helpers import assert_same_tensors, checkpoints, launch, state_at, wait_for
 
-from pipeline.training.preemption import REQUEUE_EXIT_CODE
+from pipeline.monitor.history import read_rows
+from pipeline.training.outcome import REQUEUE_EXIT_CODE
 
 STEPS = 12  # of 25 per epoch (400 images / (2 ranks x 8)): every stop is mid-epoch
 
@@ -125,7 +126,7 @@ def test_a_preemption_at_an_epoch_end_still_evaluates_that_epoch(sample_shards, 
     resumed = launch(args, 1, tmp_path / "logs")
     assert resumed.wait() == [0], resumed.text()
     assert "at step 25" in resumed.outputs[0].read_text()
-    assert [r["step"] for r in records(run_dir) if "val/top1" in r] == [25, 30]
+    assert [r["step"] for r in read_rows(run_dir / "metrics.jsonl") if "val/top1" in r] == [25, 30]
     assert checkpoints(run_dir) == [25, 30]
     assert json.loads((run_dir / "checkpoints" / "step-00000025" / "meta.json").read_text())[
         "top1"] is not None  # the re-saved epoch-end checkpoint carries its accuracy

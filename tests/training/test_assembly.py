@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from distributed_helpers import run_distributed
 
+from data_prep import manifest as shard_checks
+from data_prep.manifest import ShardError
 from pipeline.config import load_config
-from pipeline.data import shards as shard_checks
-from pipeline.data.shards import ShardError
-from pipeline.launch.distributed import init_distributed
+from pipeline.dist.group import init_distributed
 from pipeline.training import session
 from pipeline.training.assembly import assemble
 from pipeline.training.precision import CUBLAS_WORKSPACE
@@ -64,6 +64,6 @@ def test_deterministic_runs_set_the_cublas_workspace_before_cuda_starts(monkeypa
     monkeypatch.setattr(session, "init_distributed", first_cuda_call)
     for deterministic in ("false", "true"):
         with pytest.raises(StopHere):
-            session.run_session(["data.shards=/x", f"precision.deterministic={deterministic}"],
-                                None)
+            session.run_session(None, ["data.shards=/x",
+                                       f"precision.deterministic={deterministic}"], None)
     assert seen == [None, CUBLAS_WORKSPACE]

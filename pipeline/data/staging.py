@@ -27,11 +27,10 @@ from pathlib import Path
 
 import torch.distributed as dist
 
-from data_prep.manifest import read_manifest
+from data_prep.manifest import ShardError, read_manifest
 from pipeline.config import DataConfig
-from pipeline.data.shards import ShardError
-from pipeline.files import PARTIAL, file_sha256, write_json_atomic
-from pipeline.launch.distributed import DistEnv
+from pipeline.dist.group import DistEnv
+from pipeline.files import PARTIAL_FILE, file_sha256, write_json_atomic
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val")
@@ -111,7 +110,7 @@ def _intact(tar: Path, entry: dict, stamp: list | None) -> bool:
 def _copy_checked(source: Path, target: Path, sha256: str) -> None:
     """Copies with the hash taken on the way; a source that differs from its manifest is an
     error naming it, and nothing half-copied is left."""
-    digest, tmp = hashlib.sha256(), target.with_name(f"{target.name}{PARTIAL}{os.getpid()}")
+    digest, tmp = hashlib.sha256(), target.with_name(f"{target.name}{PARTIAL_FILE}{os.getpid()}")
     try:
         with open(source, "rb") as src, open(tmp, "wb") as dst:
             while chunk := src.read(CHUNK):

@@ -3,22 +3,28 @@ node, submitit, uneven tasks per node, requeues (pure functions on environment d
 
 from __future__ import annotations
 
+import json
+import os
 import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from pipeline.config import DistConfig, load_config
-from pipeline.launch.distributed import pick_device
-from pipeline.launch.environment import (
+from pipeline.dist.environment import (
     detect_launch,
     expand_hostlist,
     resolve_host,
     tasks_per_node,
 )
-from pipeline.launch.requeue import why_not_requeue
+from pipeline.dist.group import pick_device
+from pipeline.dist.requeue import why_not_requeue
 from pipeline.resolve import resolve
 
+REPO = Path(__file__).resolve().parents[2]
 ADDRESSES = {"gpu03": "10.1.0.3", "gpu04": "10.1.0.4", "login1": "10.9.9.9"}
 
 
@@ -156,3 +162,20 @@ def test_the_cuda_device_of_a_rank(visible, local_rank, expected):
     else:
         assert pick_device(DistConfig(device="auto"), launch, visible) == expected
     assert pick_device(DistConfig(device="cpu"), launch, visible) == torch.device("cpu")
+
+
+def test_python_m_pipeline_dist_prints_this_task_as_one_json_line():
+    """What DRY_RUN=1 runs in every task: torchrun's variables read back, one line."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "RANK"))}
+    env.update(RANK="3", WORLD_SIZE="8", LOCAL_RANK="1", LOCAL_WORLD_SIZE="2",
+               GROUP_RANK="1", MASTER_ADDR="127.0.0.1", MASTER_PORT="29511",
+               CUDA_VISIBLE_DEVICES="0,1")
+    done = subprocess.run([sys.executable, "-m", "pipeline.dist"], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == 1
+    task = json.loads(lines[0])
+    assert (task["launcher"], task["rank"], task["world_size"], task["local_rank"],
+            task["local_world_size"], task["master_port"]) == ("torchrun", 3, 8, 1, 2, 29511)
+    assert task["visible_gpus"] == "0,1" and task["node"]

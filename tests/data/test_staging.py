@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from distributed_helpers import run_distributed
 
+from data_prep.manifest import ShardError, load_split
 from pipeline.config import DataConfig, DistConfig
-from pipeline.data.shards import ShardError, load_split
-from pipeline.launch.distributed import init_distributed
-from pipeline.launch.staging import copy_verified, stage_shards
+from pipeline.data.staging import copy_verified, stage_shards
+from pipeline.dist.group import init_distributed
 
 SHARDS = 9  # the sample: 7 train + 2 val
 

@@ -13,12 +13,13 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from run_helpers import launch, records
+from run_helpers import launch
 
 from pipeline import report as cli
 from pipeline.monitor.history import read_rows
-from pipeline.monitor.plots import FIGURES, write_plots
-from pipeline.monitor.report import load_run, restart_time, summarize
+from pipeline.reports.plots import FIGURES, write_plots
+from pipeline.reports.runs import load_run
+from pipeline.reports.summary import restart_time, summarize
 
 PNGS = [spec.file for spec in FIGURES]
 TARGETS = (0.5, 1.0)
@@ -80,7 +81,7 @@ def test_the_pngs_are_images_a_person_can_read(out, runs):
 def test_plots_json_holds_the_numbers_of_metrics_jsonl_exactly(out, runs):
     figures = {f["file"]: f for f in json.loads((out / "plots.json").read_text())["figures"]}
     assert sorted(figures) == sorted(PNGS)
-    rows = {run.name: records(run) for run in runs}
+    rows = {run.name: read_rows(run / "metrics.jsonl") for run in runs}
     lines = [(f, axes, line) for f in figures.values() for axes in f["axes"]
              for line in axes["lines"]]
     for _, _, line in lines:  # every line drawn is the run's rows that have the key
@@ -122,7 +123,7 @@ def test_the_summary_has_the_best_top1_and_the_time_lost_to_the_restart(out, run
     dropped = read_rows(runs[1] / "metrics.dropped.jsonl")
     assert dropped and {r["session"] for r in dropped} == {0}  # the kill lost step 15
     start = read_rows(runs[1] / "starts.jsonl")[1]["time"]
-    kept = max(r["time"] for r in records(runs[1]) if r["session"] == 0)
+    kept = max(r["time"] for r in read_rows(runs[1] / "metrics.jsonl") if r["session"] == 0)
     assert resumed.lost_s == pytest.approx(start - kept) and resumed.redone_s > 0
 
 

@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 
 from pipeline.config import DistConfig
-from pipeline.launch.environment import Launch, detect_launch
+from pipeline.dist.environment import Launch, detect_launch
 
 WAIT_NOTICE_S = 30  # a rendezvous this slow is worth a word: who waits, where, how long
 

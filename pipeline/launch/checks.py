@@ -23,11 +23,10 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from data_prep.manifest import read_manifest
+from data_prep.manifest import ShardError, load_split, read_manifest
 from pipeline.config import Config
-from pipeline.data.shards import ShardError, load_split
-from pipeline.launch.distributed import DistEnv, device_name
-from pipeline.launch.environment import node_name
+from pipeline.dist.environment import node_name
+from pipeline.dist.group import DistEnv, device_name
 from pipeline.models.syncbn import sync_group_size
 
 SPLITS = ("train", "val")

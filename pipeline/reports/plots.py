@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import EngFormatter, MaxNLocator, PercentFormatter
 
-from pipeline.monitor.report import Run
+from pipeline.reports.runs import Run
 
 # How a series of each kind is drawn: train rows every few steps, val rows per epoch.
 STYLES = {

@@ -10,7 +10,7 @@ import subprocess
 import pytest
 from run_helpers import SMOKE
 
-from pipeline.launch.environment import free_port
+from pipeline.dist.environment import free_port
 from pipeline.train import main
 
 FAST = ["data.image_size=32", "schedule.epochs=0.2", "eval.every_epochs=0"]

@@ -7,7 +7,9 @@ The file is W&B's transaction log: a 7-byte header (":W&B", 0xBEE1, version 0), 
 32 KiB blocks of records, each `crc32 (4) | length (2, little-endian) | type (1) | data`,
 where a record too long for its block is split FIRST / MIDDLE / LAST, and a block's tail
 shorter than a header is zero padding. The data are wandb_internal_pb2.Record messages:
-W&B's own protobuf, which is internal, hence the pin of wandb to one minor version.
+W&B's own protobuf, which is internal, hence the pin of wandb to one minor version in the
+dev extra. When a W&B release changes any of this, the tests that read it skip, saying
+so (a skip, not a failure: the pipeline's own behaviour is not what changed).
 """
 
 from __future__ import annotations
@@ -18,7 +20,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from wandb.proto import wandb_internal_pb2
+import pytest
+import wandb
+
+try:
+    from wandb.proto import wandb_internal_pb2
+except ImportError as err:  # the module moved: W&B's internal layout changed
+    pytest.skip(f"wandb {wandb.__version__}: its offline record format moved ({err}); update "
+                "tests/monitor/wandb_records.py for this release", allow_module_level=True)
 
 MAGIC = b":W&B" + struct.pack("<H", 0xBEE1) + b"\x00"
 BLOCK = 32 * 1024
@@ -26,9 +35,15 @@ HEADER = 7
 FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
 
 
+def format_changed(path: Path, what: str) -> None:
+    pytest.skip(f"wandb {wandb.__version__} wrote {path} in a format this reader does not "
+                f"know ({what}); update tests/monitor/wandb_records.py for this release")
+
+
 def read_records(path: Path) -> Iterator[wandb_internal_pb2.Record]:
     data = path.read_bytes()
-    assert data[:HEADER] == MAGIC, f"{path}: not a W&B transaction log"
+    if data[:HEADER] != MAGIC:
+        format_changed(path, f"header {data[:HEADER]!r}")
     pos, pending = HEADER, b""
     while pos + HEADER <= len(data):
         room = BLOCK - pos % BLOCK
@@ -47,7 +62,10 @@ def read_records(path: Path) -> Iterator[wandb_internal_pb2.Record]:
             pending += chunk
         if kind in (FULL, LAST):
             record = wandb_internal_pb2.Record()
-            record.ParseFromString(pending)
+            try:
+                record.ParseFromString(pending)
+            except Exception as err:  # protobuf's DecodeError: another record layout
+                format_changed(path, f"a record does not parse: {err}")
             yield record
 
 

@@ -4,9 +4,10 @@ so the run trains the epochs asked for; DeepSpeed and engine changes are refused
 from __future__ import annotations
 
 import pytest
-from run_helpers import checkpoints, launch, records
+from run_helpers import checkpoints, launch
 
 from pipeline.config import load_config
+from pipeline.monitor.history import read_rows
 from pipeline.resolve import resolve
 from pipeline.training.reshape import ReshapeError, resume_point
 
@@ -58,5 +59,5 @@ def test_one_rank_then_two_trains_the_epochs_asked_for(sample_shards, tmp_path):
     assert checkpoints(tmp_path / "run") == [24]  # the old shape's are set aside:
     aside = tmp_path / "run" / "checkpoints" / "world1-batch16"
     assert sorted(p.name for p in aside.iterdir()) == ["step-00000025", "step-00000038"]
-    steps = [r["step"] for r in records(tmp_path / "run") if "train/loss" in r]
+    steps = [r["step"] for r in read_rows(tmp_path / "run" / "metrics.jsonl") if "train/loss" in r]
     assert steps[-4:] == [38, 16, 20, 24]  # the first run's last row, then the new shape's

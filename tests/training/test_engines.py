@@ -9,7 +9,7 @@ import torch.distributed as dist
 from distributed_helpers import run_distributed
 
 from pipeline.config import load_config
-from pipeline.launch.distributed import init_distributed
+from pipeline.dist.group import init_distributed
 from pipeline.training.assembly import DataShape, assemble
 from pipeline.training.optim import set_lr
 

@@ -14,8 +14,8 @@ import subprocess
 
 import torch.distributed as dist
 
-from pipeline.launch.distributed import DistEnv
-from pipeline.launch.environment import Launch
+from pipeline.dist.group import DistEnv
+from pipeline.dist.environment import Launch
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from run_helpers import REPO
 
-from pipeline.launch.jobstate import TERMINAL, job_state
+from pipeline.dist.jobstate import TERMINAL, job_state
 
 JOB_SCRIPT = REPO / "slurm" / "train_64gpu.sh"
 # The job script's own #SBATCH lines ask for 8 nodes of 8 GPUs, 12 CPUs per task and a

@@ -1,7 +1,7 @@
 """Who this process is, as its launcher describes it: pure functions of a mapping.
 
     launch = detect_launch(os.environ)      # tests pass a dict (and a resolver)
-    python -m pipeline.launch.environment   # prints this task's launch as one JSON line
+    python -m pipeline.dist                 # prints this task's launch as one JSON line
 
 Launchers, in order of precedence:
 - torchrun (or any launcher that sets RANK / WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE and
@@ -20,14 +20,12 @@ Launchers, in order of precedence:
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import socket
 import subprocess
-import sys
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 Resolver = Callable[[str], str]  # host name -> address
 
@@ -158,15 +156,3 @@ def node_name() -> str:
     """This machine as SLURM names it (the host name outside SLURM)."""
     return os.environ.get("SLURMD_NODENAME") or socket.gethostname()
 
-
-def main() -> int:
-    """One JSON line: this task's launch and node (the job script's DRY_RUN)."""
-    launch = detect_launch()
-    node = node_name()
-    gpus = os.environ.get("CUDA_VISIBLE_DEVICES")
-    print(json.dumps({**asdict(launch), "node": node, "visible_gpus": gpus}), flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

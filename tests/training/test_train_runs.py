@@ -9,9 +9,10 @@ import subprocess
 import sys
 
 import torch
-from run_helpers import REPO, SMOKE, checkpoints, launch, records
+from run_helpers import REPO, SMOKE, checkpoints, launch
 
 from pipeline.config import load_config
+from pipeline.monitor.history import read_rows
 
 
 def test_a_small_run_learns_under_torchrun(sample_shards, tmp_path):
@@ -24,8 +25,8 @@ def test_a_small_run_learns_under_torchrun(sample_shards, tmp_path):
                           env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     run_dir = tmp_path / "learn"
-    train = [r for r in records(run_dir) if "train/loss" in r]
-    val = [r for r in records(run_dir) if "val/top1" in r]
+    train = [r for r in read_rows(run_dir / "metrics.jsonl") if "train/loss" in r]
+    val = [r for r in read_rows(run_dir / "metrics.jsonl") if "val/top1" in r]
     assert [r["step"] for r in val] == [25, 50] and {r["val/images"] for r in val} == {100}
     assert train[-1]["train/top1"] > 0.5 and val[-1]["val/top1"] > 0.5
     assert train[-1]["train/loss"] < 0.6 * train[0]["train/loss"]

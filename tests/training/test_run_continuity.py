@@ -7,9 +7,10 @@ import signal
 import time
 
 import pytest
-from run_helpers import SMOKE, checkpoints, launch, records, wait_for
+from run_helpers import SMOKE, checkpoints, launch, wait_for
 
-from pipeline.launch.signals import INTERRUPTED_EXIT_CODE
+from pipeline.dist.signals import INTERRUPTED_EXIT_CODE
+from pipeline.monitor.history import read_rows
 from pipeline.train import main
 from pipeline.training.checkpoint import validate
 
@@ -31,10 +32,11 @@ def finished(sample_shards, tmp_path_factory):
 
 def test_a_finished_run_started_again_says_so_and_does_nothing(finished, sample_shards,
                                                                 capsys):
-    before = records(finished / "run")
+    before = read_rows(finished / "run" / "metrics.jsonl")
     assert train(sample_shards, finished) == 0
     assert "run run is already complete: step 5 of 5, best val top-1" in capsys.readouterr().out
-    assert records(finished / "run") == before and checkpoints(finished / "run") == [5]
+    assert read_rows(finished / "run" / "metrics.jsonl") == before
+    assert checkpoints(finished / "run") == [5]
 
 
 def test_another_experiment_under_the_same_name_is_refused_unless_allowed(finished,

@@ -1,1 +1,0 @@
-"""Tests of pipeline.monitor and the report (pipeline/report.py)."""

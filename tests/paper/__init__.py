@@ -1,1 +1,0 @@
-"""Tests of pipeline.paper (the BN paper's experiments at small scale)."""
