@@ -2,6 +2,7 @@
 written here by the shard writer and read here by every reader of the shards.
 
     split = load_split(shards_root, "train")    # ShardError naming the shard, else Split
+    shards_identity(shards_root)                # which data set, which cut: 12 hex digits
 
 `num_inputs == num_samples + num_rejected` always holds: an input file is either in a
 shard or listed under `rejected` with its reason. `warnings` holds what Pillow warned
@@ -16,6 +17,7 @@ themselves are not hashed: that is `data_prep/shard.py --verify`, minutes per te
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 from dataclasses import dataclass
@@ -66,6 +68,21 @@ def write_manifest(split_dir: Path, manifest: dict) -> Path:
     path = split_dir / MANIFEST
     write_json_atomic(path, manifest)
     return path
+
+
+def shards_identity(root: Path, splits: tuple[str, ...] = ("train", "val")) -> str:
+    """12 hex digits of a digest of classes.json and every shard's name and checksums: equal
+    for two copies of one data set, different for another cut or another data set."""
+    try:
+        digest = hashlib.sha256((Path(root) / "classes.json").read_bytes())
+    except FileNotFoundError:
+        raise ShardError(f"{Path(root) / 'classes.json'} is missing: run data_prep/shard.py "
+                         f"to write {root}") from None
+    for split in splits:
+        for entry in read_manifest(Path(root) / split)["shards"]:
+            digest.update(f"{split}/{entry['name']} {entry['sha256']} "
+                          f"{entry['index_sha256']}\n".encode())
+    return digest.hexdigest()[:12]
 
 
 def read_manifest(split_dir: Path) -> dict:

@@ -7,8 +7,8 @@ with data_prep/shard.py, verifies the shards with a second reader, then trains
 BN-Inception on them on the CPU with configs/smoke_cpu.yaml (DALI's CPU backend, DDP on
 one gloo rank, checkpoints, exact validation) into OUT/runs/smoke_cpu/.
 
-OUT is the demo's own: it refuses a folder that holds anything it did not make, and a
-rerun replaces only what it made (imagenet/, shards/, runs/).
+OUT is the demo's own: it must be new, empty, or marked by an earlier demo (its
+.pipeline-demo file), and a rerun replaces only what it made (imagenet/, shards/, runs/).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from data_prep import sample, shard
+from pipeline.files import claim_folder
 from pipeline.training.process import train_process
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "smoke_cpu.yaml"
@@ -28,18 +29,11 @@ MARK = ".pipeline-demo"  # says that --out is the demo's: its parts may be repla
 
 def claim(out: Path) -> str | None:
     """Makes `out` the demo's (its earlier parts removed), or says why it may not."""
-    if out.exists() and not out.is_dir():
-        return f"--out {out} is a file; give a folder"
-    ours = {*PARTS, MARK}  # also a demo folder of the versions that did not mark it
-    if out.is_dir() and not {p.name for p in out.iterdir()} <= ours and \
-            not (out / MARK).is_file():
-        return (f"--out {out} holds files the demo did not make; give a new or empty "
-                "folder (the demo replaces what it wrote there on a rerun)")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / MARK).write_text("made by python -m pipeline.demo; its parts are replaced on a rerun\n")
-    for part in PARTS:
-        shutil.rmtree(out / part, ignore_errors=True)
-    return None
+    problem = claim_folder(out, MARK, "the demo")
+    if problem is None:
+        for part in PARTS:
+            shutil.rmtree(out / part, ignore_errors=True)
+    return problem
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     problem = claim(args.out)
     if problem:
-        print(f"demo: {problem}", file=sys.stderr)
+        print(f"demo: --out {problem}", file=sys.stderr)
         return 2
     source, shards, runs = (args.out / part for part in PARTS)
 

@@ -4,6 +4,7 @@
     write_json_atomic(path, {"a": 1})       # readers see the old file or the new one
     fsync_path(folder)                      # a rename inside `folder` survives a crash
     describe_os_error(err)                  # "/runs/x/ckpt: disk full (...)"
+    claim_folder(out, ".pipeline-demo", "python -m pipeline.demo")   # or why not
     seal(tmp, final, "meta.json", info)     # a folder made visible complete, or not at all
     problem = check_sealed(final, "meta.json")   # None, or which file is missing or damaged
 
@@ -140,4 +141,18 @@ def check_sealed(folder: Path, index_name: str) -> str | None:
             return f"{name} has {path.stat().st_size} bytes, {index_name} says {size}"
         if file_sha256(path) != digest:
             return f"{name} does not match its sha256"
+    return None
+
+
+def claim_folder(folder: Path, mark: str, owner: str) -> str | None:
+    """Makes `folder` the working folder of a command that replaces what it wrote there on
+    a rerun: only a new or empty folder, or one that the command marked earlier (the file
+    `mark` in it), is claimed. Returns why not, or None once it is marked."""
+    if folder.exists() and not folder.is_dir():
+        return f"{folder} is a file; give a folder"
+    if folder.is_dir() and any(folder.iterdir()) and not (folder / mark).is_file():
+        return (f"{folder} holds files that {owner} did not make; give a new or empty folder "
+                f"({owner} replaces what it wrote there on a rerun)")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / mark).write_text(f"made by {owner}; what it wrote here is replaced on a rerun\n")
     return None

@@ -1,7 +1,8 @@
 #!/bin/bash
 # BN-Inception on 8 nodes x 8 GPUs: one task per GPU under srun, preemption-safe.
 #
-#   sbatch slurm/train_64gpu.sh [CONFIG] [key=value ...]       # from the repository root
+#   sbatch slurm/train_64gpu.sh [CONFIG] [key=value ...]       # from any folder
+#   sbatch ~/bn-inception/slurm/train_64gpu.sh ...       # runs/ lands in the folder you submit from
 #   sbatch --nodes=2 --gpus-per-node=4 --ntasks-per-node=4 slurm/train_64gpu.sh ...
 #   PREFLIGHT=1 sbatch slurm/train_64gpu.sh ...    # check the allocation first (pipeline.preflight)
 #   DRY_RUN=1 sbatch slurm/train_64gpu.sh          # every task prints who it is; no training
@@ -16,6 +17,10 @@
 # back with the same id and resumes from that checkpoint (up to dist.max_requeues times).
 # --open-mode=append keeps the log of every incarnation in one file.
 #
+# The log: slurm/logs/<job name>-<job id>.out of this repository, wherever you submit from
+# (SLURM opens %x-%j.out in the submit folder; the script moves its output to the
+# repository and removes that file while it is empty). An --output=FILE of yours is kept.
+#
 # Site settings (NCCL_IB_HCA, NCCL_SOCKET_IFNAME, modules, proxies) belong in a file of
 # your cluster's, sourced when CLUSTER_ENV names it:
 #   CLUSTER_ENV=$HOME/cluster.env sbatch slurm/train_64gpu.sh
@@ -28,7 +33,7 @@
 #SBATCH --signal=USR2@300
 #SBATCH --requeue
 #SBATCH --open-mode=append
-#SBATCH --output=slurm/logs/%x-%j.out
+#SBATCH --output=%x-%j.out
 set -euo pipefail
 
 die() { echo "train_64gpu.sh: $*" >&2; exit 2; }
@@ -36,8 +41,21 @@ die() { echo "train_64gpu.sh: $*" >&2; exit 2; }
 cd "${SLURM_SUBMIT_DIR:-.}"
 [ -n "${SLURM_JOB_ID:-}" ] || die "submit me with sbatch (see the top of this file)"
 
+# sbatch runs a copy of this file: the job's record names the original, in the repository.
+job=$(scontrol show job -o "$SLURM_JOB_ID")
+script=$(grep -o 'Command=[^ ]*' <<<"$job" | cut -d= -f2-)
+[[ $script == /* ]] || script=$PWD/$script
+repo=$(cd "$(dirname "$script")/.." && pwd) || die "cannot find the repository of $script"
+stdout=$(grep -o 'StdOut=[^ ]*' <<<"$job" | cut -d= -f2-)
+if [ "$stdout" = "$PWD/$SLURM_JOB_NAME-$SLURM_JOB_ID.out" ]; then  # the default: move it
+  mkdir -p "$repo/slurm/logs"
+  exec >>"$repo/slurm/logs/$SLURM_JOB_NAME-$SLURM_JOB_ID.out" 2>&1
+  [ -s "$stdout" ] || rm -f "$stdout"
+fi
+
 config=configs/bn_inception.yaml
 if [ $# -gt 0 ] && [[ $1 != *=* ]]; then config=$1; shift; fi
+[ -f "$config" ] || [[ $config == /* ]] || [ ! -f "$repo/$config" ] || config=$repo/$config
 [ -f "$config" ] || die "config $config not found (from $PWD); give a YAML of configs/"
 
 # Every task sees all of its node's GPUs and takes GPU SLURM_LOCALID: narrowing
@@ -65,7 +83,7 @@ if [ -n "${CLUSTER_ENV:-}" ]; then
 fi
 
 if [ -z "${PYTHON:-}" ]; then
-  if [ -x .venv/bin/python ]; then PYTHON=$PWD/.venv/bin/python; else PYTHON=python3; fi
+  if [ -x "$repo/.venv/bin/python" ]; then PYTHON=$repo/.venv/bin/python; else PYTHON=python3; fi
 fi
 
 named=false

@@ -29,11 +29,19 @@ def test_the_demo_never_deletes_what_it_did_not_make(tmp_path):
     assert demo.main(["--out", str(tmp_path)]) == 2
     assert mine.read_text() == "a user's file" and sorted(tmp_path.iterdir()) == [mine]
 
-    out = tmp_path / "demo"  # its own folder from an earlier run: only its parts go
-    for part in demo.PARTS:
+    out = tmp_path / "demo"  # a user's folder of the same shape: runs/ and shards/ of theirs
+    for part in ("runs/my_experiment", "shards"):
         (out / part).mkdir(parents=True)
-        (out / part / "old").write_text("")
-    assert demo.claim(out) is None
-    (out / "kept.txt").write_text("added by the user")
-    assert demo.claim(out) is None
-    assert sorted(p.name for p in out.iterdir()) == [demo.MARK, "kept.txt"]
+        (out / part / "theirs").write_text("")
+    assert "holds files that the demo did not make" in demo.claim(out)
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == [
+        "runs", "runs/my_experiment", "runs/my_experiment/theirs", "shards", "shards/theirs"]
+
+    ours = tmp_path / "ours"  # the demo's own folder from an earlier run: only its parts go
+    assert demo.claim(ours) is None  # new: made and marked
+    for part in demo.PARTS:
+        (ours / part).mkdir()
+        (ours / part / "old").write_text("")
+    (ours / "kept.txt").write_text("added by the user")
+    assert demo.claim(ours) is None
+    assert sorted(p.name for p in ours.iterdir()) == [demo.MARK, "kept.txt"]

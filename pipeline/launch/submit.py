@@ -16,6 +16,7 @@ The command line is pipeline/launch/__main__.py's.
 from __future__ import annotations
 
 import argparse
+import re
 import subprocess
 import sys
 import time
@@ -68,13 +69,28 @@ class TrainingJob:
 
 
 def minutes(text: str) -> int:
-    """sbatch's --time forms: M, H:M:S, D-H[:M[:S]]."""
-    days, _, clock = text.rpartition("-")
-    parts = [int(v) for v in clock.split(":")]
-    if len(parts) == 1 and not days:
-        return parts[0]
-    hours, mins, secs = (parts + [0, 0])[:3] if days else ([0] * (3 - len(parts)) + parts)
-    return int(days or 0) * 1440 + hours * 60 + mins + (secs > 0)
+    """sbatch's --time forms (M, M:S, H:M:S, D-H, D-H:M, D-H:M:S) in whole minutes, rounded
+    up; a LaunchError for anything else, and for no limit at all."""
+    value = text.strip()
+    if value.upper() in ("UNLIMITED", "INFINITE", "-1"):
+        raise LaunchError(f"--time {text}: give the job a time limit (at most the partition's, "
+                          "`sinfo -o '%P %l'`): SLURM's warning --signal-s before the limit is "
+                          "what makes the run save and requeue itself")
+    form = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", value)
+    if form is None:
+        raise LaunchError(f"--time {text}: expected minutes, M:S, H:M:S, D-H, D-H:M or D-H:M:S "
+                          "(sbatch's forms)")
+    days, first, second, third = (int(v) if v else None for v in form.groups())
+    if days is not None:
+        hours, mins, secs = first, second or 0, third or 0
+    elif third is not None:
+        hours, mins, secs = first, second, third
+    else:
+        hours, mins, secs = 0, first, second or 0
+    total = (days or 0) * 1440 + hours * 60 + mins + (secs > 0)
+    if total < 1:
+        raise LaunchError(f"--time {text}: a time limit of at least a minute")
+    return total
 
 
 def checked_request(args: argparse.Namespace) -> tuple[Config, list[str], int]:
@@ -82,6 +98,7 @@ def checked_request(args: argparse.Namespace) -> tuple[Config, list[str], int]:
     LaunchError names what would fail before anything is submitted."""
     if not Path(args.config).is_file():
         raise LaunchError(f"config {args.config} not found (from {Path.cwd()})")
+    minutes(args.time)
     tasks = args.tasks_per_node or max(1, args.gpus_per_node)
     if args.gpus_per_node and tasks > args.gpus_per_node:
         raise LaunchError(f"--tasks-per-node {tasks} exceeds --gpus-per-node "

@@ -3,6 +3,7 @@
     meter = StepMeter(run, env, hosts, start_step)
     meter.add_batch(loss, correct, wait_s)         # every micro-batch: no host sync
     meter.add_step(grad_norm)                      # every optimizer step (norm or None)
+    meter.exclude("checkpoint_s", seconds)         # time that was not training (a save)
     record, spread = meter.flush(step, images_seen, optimizer)   # collective, all ranks
 
 A record: step, epoch, images_seen, train/loss and train/top1 (means over every rank's
@@ -12,7 +13,9 @@ data_wait_s (seconds a rank waited for data per step, the mean rank; with accumu
 a step's several batches), data_wait_fraction (of the wall time), gpu_mem_peak_gb (the
 largest rank's peak allocation in the interval, on GPUs), and the spread over ranks:
 ranks/step_time_s_{min,median,max}, ranks/data_wait_s_{min,median,max} (seconds per
-step), ranks/slowest and ranks/slowest_host.
+step), ranks/slowest and ranks/slowest_host; checkpoint_s (seconds of checkpoint saves in
+the interval, rank 0's), when there was one: that time is left out of images_per_s,
+step_time_s and data_wait_fraction, so a save does not read as a throughput drop.
 
 Which rank held the others up: every rank's step ends in the same all-reduce, so the wall
 time per step is nearly the same on all of them; the rank that waited longest for its
@@ -55,6 +58,7 @@ class StepMeter:
     def _reset(self) -> None:
         self.sums: torch.Tensor | None = None  # loss, correct, samples, batches
         self.wait_s, self.grad_norm = 0.0, None
+        self.excluded: dict[str, float] = {}  # seconds of other work, by its metric
         self.started = time.perf_counter()
         if self.cuda:
             torch.cuda.reset_peak_memory_stats(self.env.device)
@@ -70,9 +74,13 @@ class StepMeter:
         if grad_norm is not None:
             self.grad_norm = grad_norm
 
+    def exclude(self, key: str, seconds: float) -> None:
+        """`seconds` of this interval went to other work: out of the timing, logged as `key`."""
+        self.excluded[key] = self.excluded.get(key, 0.0) + seconds
+
     def flush(self, step: int, images_seen: int,
               optimizer: torch.optim.Optimizer) -> tuple[dict, RankSpread]:
-        elapsed = time.perf_counter() - self.started
+        elapsed = time.perf_counter() - self.started - sum(self.excluded.values())
         steps = step - self.last_step
         memory = torch.cuda.max_memory_allocated(self.env.device) if self.cuda else 0
         mine = torch.cat([self.sums, self.sums.new_tensor([self.wait_s, elapsed, steps,
@@ -98,6 +106,7 @@ class StepMeter:
             **({"gpu_mem_peak_gb": table[:, MEMORY].max().item() / 2**30} if self.cuda else {}),
             **_spread("ranks/step_time_s", step_times), **_spread("ranks/data_wait_s", waits),
             "ranks/slowest": slowest, "ranks/slowest_host": self.hosts[slowest],
+            **self.excluded,
         }
         self.last_step = step
         self._reset()

@@ -36,6 +36,7 @@ from pipeline.monitor.history import Logged, rewind
 
 log = logging.getLogger(__name__)
 X_AXES = ("step", "epoch", "images_seen")
+SHAPE = ("world_size", "global_batch", "steps_per_epoch")  # each start's, in starts.jsonl
 
 
 class Tracker:
@@ -61,8 +62,9 @@ class Tracker:
         self.metrics = open(path, "a")
         self.session = session
         with open(self.run_dir / "starts.jsonl", "a") as f:
-            f.write(json.dumps({"session": session, "step": step, "time": time.time(),
-                                **start}) + "\n")
+            f.write(json.dumps({"session": session, "step": step, "images_seen": images_seen,
+                                "time": time.time(), **start,
+                                **{k: derived.get(k) for k in SHAPE}}) + "\n")
         if self.wandb is not None:
             self.wandb.config.update({"derived": derived, "start": start},
                                      allow_val_change=True)

@@ -13,7 +13,9 @@ the recipes' decays counted in epochs of the small train set. Validation every e
 gives the top-1 curve against steps (the paper's Figure 2), and the table gives the
 steps to --target and the best top-1 beside the paper's numbers, with a verdict on each
 of the paper's claims at this scale. Everything is written to --out: the data, one run
-folder per variant, variants.json, variants.md and val_top1.png.
+folder per variant, variants.json, variants.md and val_top1.png. --out must be new,
+empty, or the study's own from an earlier call (a rerun replaces its runs, and its data
+when the scale changed).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from data_prep import sample, shard
+from pipeline.files import claim_folder
 from pipeline.reports.plots import VAL_TOP1, write_plots
 from pipeline.reports.runs import load_run
 from pipeline.reports.summary import reached
@@ -34,6 +37,7 @@ from pipeline.training.process import train_process
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "configs"
 BATCH = 32  # every recipe's per-replica batch, the paper's
+MARK = ".pipeline-paper-variants"  # --out is the study's: its runs and data are replaced
 
 
 @dataclass(frozen=True)
@@ -76,9 +80,10 @@ def make_data(out: Path, scale: Scale) -> Path:
     """The generated tree and its shards, reused when an earlier call made the same."""
     shards, marker = out / "data" / "shards", out / "data" / "made.json"
     made = {"classes": scale.classes, "train_per_class": scale.train_per_class,
-            "val_per_class": scale.val_per_class, "seed": scale.seed}
+            "val_per_class": scale.val_per_class, "seed": scale.seed, "size": scale.size}
     if marker.is_file() and json.loads(marker.read_text()) == made:
         return shards
+    shutil.rmtree(out / "data", ignore_errors=True)  # another scale's (--out is the study's)
     source = out / "data" / "source"
     sample.generate(source, scale.classes, scale.train_per_class, scale.val_per_class,
                     seed=scale.seed, size=(2 * scale.size, 2 * scale.size))
@@ -193,13 +198,18 @@ def run(args: argparse.Namespace) -> int:
         print(f"variants: {args.classes} x {args.train_per_class} train images make no batch "
               f"of {BATCH}", file=sys.stderr)
         return 2
+    problem = claim_folder(args.out, MARK, "python -m pipeline.paper variants")
+    if problem:
+        print(f"variants: --out {problem}", file=sys.stderr)
+        return 2
     chosen = [BY_NAME[n] for n in args.only] if args.only else list(VARIANTS)
     shards, runs = make_data(args.out, scale), args.out / "runs"
     results = {}
     for variant in chosen:
         print(f"== {variant.label}: configs/{variant.recipe} {' '.join(variant.overrides)}",
               flush=True)
-        # a fresh folder: an earlier call's run would be resumed (or refused) instead
+        # a fresh folder (--out is the study's own): an earlier call's run would be
+        # resumed (or refused) instead
         folder = runs / variant.name
         if folder.exists():
             shutil.rmtree(folder)

@@ -127,10 +127,14 @@ def draw(runs: Sequence[Run], spec: FigureSpec, targets: Sequence[float] = ()) -
     width, height = spec.panel_size
     fig = Figure(figsize=(width * spec.columns, height * rows + 0.3 * len(runs) + 0.6),
                  layout="constrained", dpi=110)
-    fig.suptitle(spec.title, fontsize="x-large")
+    x_key, title = spec.x_key, spec.title
+    if x_key == "step" and any(run.reshaped for run in runs):
+        x_key, title = "images_seen", f"{title} (by images seen: a run changed shape, so " \
+            "its steps count two ways)"
+    fig.suptitle(title, fontsize="x-large")
     axes = fig.subplots(rows, spec.columns, squeeze=False).ravel()
     for ax, panel in zip(axes, spec.panels, strict=False):
-        _draw_panel(ax, runs, panel, spec.x_key, targets)
+        _draw_panel(ax, runs, panel, x_key, targets)
     for ax in axes[len(spec.panels):]:
         ax.set_visible(False)
     _legend(fig, runs, spec)
@@ -170,8 +174,9 @@ def _band(ax, run: Run, panel: Panel, x_key: str, color: str) -> None:
 def _mark_restarts(ax, run: Run, x_key: str, color: str) -> None:
     for start in run.restarts():
         step = start["step"]
-        x = {"step": step, "images_seen": run.images_at(step),
-             "epoch": step / run.derived.get("steps_per_epoch", 1)}[x_key]
+        per_epoch = start.get("steps_per_epoch") or run.derived.get("steps_per_epoch", 1)
+        x = {"step": step, "images_seen": start.get("images_seen", run.images_at(step)),
+             "epoch": step / per_epoch}[x_key]
         ax.axvline(x, color=color, linestyle=":", linewidth=1.4, alpha=0.9,
                    gid=_gid(restart=start["session"], run=run.label, x=x_key))
 
@@ -221,10 +226,12 @@ def _legend(fig: Figure, runs: Sequence[Run], spec: FigureSpec) -> None:
 
 
 def _run_label(run: Run) -> str:
-    if run.world_size is None:
+    shapes = run.shapes() or ([] if run.world_size is None else
+                              [(run.world_size, run.global_batch)])
+    if not shapes:
         return run.label
-    gpus = "1 rank" if run.world_size == 1 else f"{run.world_size} ranks"
-    return f"{run.label} ({gpus}, global batch {run.global_batch})"
+    return f"{run.label} (" + ", then ".join(
+        f"{'1 rank' if w == 1 else f'{w} ranks'}, global batch {b}" for w, b in shapes) + ")"
 
 
 def _gid(**meta) -> str:

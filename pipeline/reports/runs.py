@@ -55,6 +55,23 @@ class Run:
         """Unix time of the job's first start."""
         return self.starts[0]["time"] if self.starts else self.rows[0]["time"]
 
+    @property
+    def reshaped(self) -> bool:
+        """Resumed in another shape (world size, batch): its steps count two ways, so it is
+        ordered and drawn by images seen."""
+        steps = [r["step"] for r in self.train]
+        return any(b < a for a, b in zip(steps, steps[1:], strict=False)) or \
+            len(self.shapes()) > 1
+
+    def shapes(self) -> list[tuple[int, int]]:
+        """(world size, global batch) of each start that recorded it, changes only."""
+        found = []
+        for start in self.starts:
+            shape = (start.get("world_size"), start.get("global_batch"))
+            if None not in shape and (not found or found[-1] != shape):
+                found.append(shape)
+        return found
+
     def series(self, x_key: str, y_key: str) -> tuple[list, list]:
         """x and y of every row that has `y_key`, in logged order."""
         rows = [r for r in self.rows if y_key in r and x_key in r]
@@ -65,13 +82,29 @@ class Run:
         return [s for s in self.starts if s["session"] > 0]
 
     def images_at(self, step: int) -> float:
-        """Images seen after `step` steps, interpolated between log points."""
-        known = sorted({(0, 0), *((r["step"], r["images_seen"]) for r in self.train)})
-        below = [(s, i) for s, i in known if s <= step][-1]
+        """Images seen after `step` steps of the run's current numbering, interpolated
+        between log points."""
+        rows = self._current_numbering()
+        known = sorted({*((r["step"], r["images_seen"]) for r in rows),
+                        *(() if self.reshaped else ((0, 0),))})
+        batch = self.global_batch or 0
+        if not known:
+            return step * batch
+        below = [(s, i) for s, i in known if s <= step]
+        if not below:  # before the first row of a reshaped run's numbering
+            return known[0][1] - (known[0][0] - step) * batch
+        below = below[-1]
         above = next(((s, i) for s, i in known if s > step), None)
         if above is None:
-            return below[1] + (step - below[0]) * (self.global_batch or 0)
+            return below[1] + (step - below[0]) * batch
         return below[1] + (step - below[0]) * (above[1] - below[1]) / (above[0] - below[0])
+
+    def _current_numbering(self) -> list[dict]:
+        """The train rows since the last change of shape (where the steps went back)."""
+        train = self.train
+        cut = max((i + 1 for i in range(len(train) - 1)
+                   if train[i + 1]["step"] < train[i]["step"]), default=0)
+        return train[cut:]
 
 
 def load_run(path: Path) -> Run:

@@ -75,9 +75,9 @@ def _reached(run: Run, row: dict) -> Reached:
 @dataclass(frozen=True)
 class Summary:
     label: str
-    world_size: int | None
-    global_batch: int | None
-    steps_done: int
+    world_size: str  # "8", or "1 -> 2" for a run resumed in another shape
+    global_batch: str
+    steps_done: int  # the last row's step, in the run's current numbering
     total_steps: int | None
     best: Reached | None  # the highest val top-1, its first occurrence
     targets: dict[float, Reached | None]
@@ -92,8 +92,10 @@ def summarize(run: Run, targets: Sequence[float] = ()) -> Summary:
     best = max(val, key=lambda r: r["val/top1"], default=None)  # max keeps the first
     speeds = [r["images_per_s"] for r in train if "images_per_s" in r]
     last = max(r["time"] for r in run.rows + run.dropped)
-    return Summary(run.label, run.world_size, run.global_batch,
-                   max(r["step"] for r in run.rows), run.derived.get("total_steps"),
+    shapes = run.shapes() or [(run.world_size, run.global_batch)]
+    return Summary(run.label, " -> ".join(str(w or "?") for w, _ in shapes),
+                   " -> ".join(str(b or "?") for _, b in shapes),
+                   run.rows[-1]["step"], run.derived.get("total_steps"),
                    None if best is None else _reached(run, best),
                    {t: reached(run, t) for t in targets},
                    sum(speeds) / len(speeds) if speeds else math.nan,
@@ -118,7 +120,7 @@ def _cells(s: Summary, targets: Sequence[float]) -> list[str]:
     reach = [f"step {r.step}, {duration(r.wall_s)}" if r else "not reached"
              for r in (s.targets.get(t) for t in targets)]
     steps = f"{s.steps_done}" + (f" of {s.total_steps}" if s.total_steps else "")
-    return [s.label, str(s.world_size or "?"), str(s.global_batch or "?"), steps, *best, *reach,
+    return [s.label, s.world_size, s.global_batch, steps, *best, *reach,
             f"{s.mean_images_per_s:.1f}", str(s.starts), duration(s.restarts.lost_s),
             duration(s.wall_s)]
 

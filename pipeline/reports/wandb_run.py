@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from pipeline.monitor.tracker import define_axes
-from pipeline.reports.runs import load_run
+from pipeline.reports.runs import Run, load_run
 
 SAMPLE = re.compile(r"step-(\d+)\.png$")
 
@@ -28,7 +28,7 @@ def upload(run_dir: Path, mode: str = "online", run_id: str | None = None,
     config = _read_config(run_dir)
     log_cfg = config.get("log", {})
     folder = load_run(run_dir)  # the report's reader: metrics, starts, derived values
-    starts, derived, rows = folder.starts, folder.derived, folder.rows
+    starts, derived = folder.starts, folder.derived
     run = wandb.init(project=project or log_cfg.get("project"),
                      entity=entity or log_cfg.get("entity") or None,
                      name=config.get("name", run_dir.name), id=run_id, mode=mode,
@@ -36,11 +36,11 @@ def upload(run_dir: Path, mode: str = "online", run_id: str | None = None,
                      config={**config, "derived": derived,
                              "start": starts[-1] if starts else {}, "starts": len(starts)})
     define_axes(run)
-    images_seen = {row["step"]: row["images_seen"] for row in rows}
-    for step, row in _in_step_order(rows, _samples(run_dir)):
-        if isinstance(row, Path):
-            row = {"step": step, "images_seen": images_seen.get(step, 0),
-                   "samples/train": wandb.Image(str(row), caption=row.name)}
+    for row in in_training_order(folder, _samples(run_dir)):
+        if isinstance(row, tuple):  # a sample grid: (step, images seen, path)
+            step, seen, path = row
+            row = {"step": step, "images_seen": seen,
+                   "samples/train": wandb.Image(str(path), caption=path.name)}
         run.log(row)
     run.finish()
     return run.id
@@ -69,10 +69,12 @@ def _samples(run_dir: Path) -> list[tuple[int, Path]]:
     return found
 
 
-def _in_step_order(rows: list[dict], samples: list[tuple[int, Path]]):
-    """Rows and sample grids by step; at one step the grid (taken before the step's
-    training) first, then the train row, then the val row, as the trainer logs them."""
-    items = [(step, 0, path) for step, path in samples]
-    items += [(row["step"], 2 if "val/top1" in row else 1, row) for row in rows]
-    for step, _, item in sorted(items, key=lambda item: item[:2]):
-        yield step, item
+def in_training_order(run: Run, samples: list[tuple[int, Path]]) -> list:
+    """Rows and sample grids as they were trained: by images seen (a run resumed in another
+    shape numbers its steps two ways); at one point the grid (taken before the step's
+    training) first, then the train row, then the val row, as the trainer logs them.
+    A grid is (step, images seen, path)."""
+    items = [(int(run.images_at(step)), 0, (step, int(run.images_at(step)), path))
+             for step, path in samples]
+    items += [(row["images_seen"], 2 if "val/top1" in row else 1, row) for row in run.rows]
+    return [item for *_, item in sorted(items, key=lambda item: item[:2])]

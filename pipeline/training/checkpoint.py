@@ -15,14 +15,22 @@ Ranks write into `step-N.partial/`; after a barrier rank 0 syncs the files to di
 hashes them into meta.json and renames the folder, so a crash at any moment leaves
 either a complete checkpoint or a `.partial` folder that the next start deletes. A
 checkpoint whose files no longer match meta.json is skipped on resume with a message.
+
+Which one a start resumes: the newest (checkpoint.resume=auto); after a change of shape,
+the old shape's go to checkpoints/world<W>-batch<B>/ just before the new shape's first
+save; a start from an older step or from scratch (resume=PATH or none) branches off, its
+newer checkpoints going to checkpoints/abandoned-<time>/ and branch.json recording the
+choice, so that restarts follow the branch (docs/training.md).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
 import shutil
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -34,7 +42,14 @@ import torch.distributed as dist
 from pipeline.config import CheckpointConfig
 from pipeline.data import TrainLoader
 from pipeline.dist.group import DistEnv
-from pipeline.files import PARTIAL_DIR, check_sealed, read_index, seal
+from pipeline.files import (
+    PARTIAL_DIR,
+    check_sealed,
+    fsync_path,
+    read_index,
+    seal,
+    write_json_atomic,
+)
 from pipeline.training.engines import Engine
 from pipeline.training.engines.ddp import STATE_FILE
 from pipeline.training.saving import save_torch, write_failure
@@ -42,6 +57,7 @@ from pipeline.training.state import TrainState
 
 log = logging.getLogger(__name__)
 META, TRAINER = "meta.json", "trainer.pt"
+BRANCH = "branch.json"  # the last start that did not resume the newest checkpoint
 # DeepSpeed's save_checkpoint(folder, tag="deepspeed") (engines/deepspeed_engine.py TAG);
 # with ZeRO 0-2 the parameters are whole on every rank, so rank 0's file holds them all.
 DEEPSPEED_MODEL = Path("deepspeed") / "mp_rank_00_model_states.pt"
@@ -54,6 +70,8 @@ class CheckpointError(RuntimeError):
 class Checkpointer:
     def __init__(self, run_dir: Path, cfg: CheckpointConfig, env: DistEnv):
         self.dir, self.cfg, self.env = run_dir / "checkpoints", cfg, env
+        self.aside_label: str | None = None  # set_aside_at_next_save's
+        self.chosen: tuple[Path | None] | None = None  # find_resume's answer, once made
         if env.is_main:
             self.dir.mkdir(parents=True, exist_ok=True)
             for stale in self.dir.glob(f"*{PARTIAL_DIR}"):  # a save that a crash interrupted
@@ -64,6 +82,10 @@ class Checkpointer:
              extra: dict[str, Any], top1: float | None = None) -> Path:
         """Collective. `extra` (config, derived values) goes into trainer.pt; `top1` is the
         val accuracy at this step, if it was evaluated (the best one is never pruned)."""
+        if self.aside_label:
+            kept = self.set_aside(self.aside_label)
+            log.warning("the checkpoints of the run's earlier shape are kept in %s", kept)
+            self.aside_label = None
         final = self.dir / f"step-{state.step:08d}"
         tmp = final.with_name(final.name + PARTIAL_DIR)
         try:
@@ -92,13 +114,16 @@ class Checkpointer:
         return final
 
     def find_resume(self) -> Path | None:
-        """The checkpoint to resume from (rank 0 decides, every rank gets its answer)."""
-        choice = [None]
-        if self.env.is_main and self.cfg.resume != "none":
-            folder = self._choose()
-            choice[0] = str(folder) if folder else None
-        dist.broadcast_object_list(choice, src=0)
-        return Path(choice[0]) if choice[0] else None
+        """The checkpoint to resume from (rank 0 decides, every rank gets its answer; asked
+        again, the same answer: a branch is set aside once)."""
+        if self.chosen is None:
+            choice = [None]
+            if self.env.is_main:
+                folder = self._choose()
+                choice[0] = str(folder) if folder else None
+            dist.broadcast_object_list(choice, src=0)
+            self.chosen = (Path(choice[0]) if choice[0] else None,)
+        return self.chosen[0]
 
     def read_trainer(self, folder: Path) -> dict[str, Any]:
         """trainer.pt: the TrainState, the config and the derived values it was saved with."""
@@ -125,27 +150,57 @@ class Checkpointer:
         if ranks == own:
             set_rng_state(saved["rng"], self.env.device)
 
+    def set_aside_at_next_save(self, label: str) -> None:
+        """The run's shape changed: its checkpoints' steps count another shape and would sort
+        after the new ones. They go into checkpoints/<label>/ just before the new shape's
+        first save, not at the resume: a start that dies before saving (an OOM at step 1,
+        a NaN from the scaled-up lr) leaves them where the next start resumes from."""
+        self.aside_label = label
+
     def set_aside(self, label: str) -> Path:
-        """Collective: moves every checkpoint into checkpoints/<label>/, where resume and
-        pruning no longer see them (their steps count another run shape's)."""
+        """Collective: moves every checkpoint into checkpoints/<label>/ (label-2, ... when an
+        earlier change of shape used that name), where resume and pruning no longer see
+        them, except as the fallback when no checkpoint is left outside (_choose)."""
         folder = self.dir / label
+        for n in range(2, 1000):
+            if not folder.exists():
+                break
+            folder = self.dir / f"{label}-{n}"
         dist.barrier()  # every rank has read what it resumes from
-        if self.env.is_main:
-            folder.mkdir(exist_ok=True)
-            for old in self.dir.glob("step-*[0-9]"):
+        olds = sorted(self.dir.glob("step-*[0-9]"))
+        if self.env.is_main and olds:  # none when the resume came from an earlier set-aside
+            folder.mkdir()
+            for old in olds:
                 os.replace(old, folder / old.name)
+            fsync_path(self.dir)
         dist.barrier()
         return folder
 
     def _choose(self) -> Path | None:
-        if self.cfg.resume != "auto":
+        if self.cfg.resume == "auto":
+            return self._newest()
+        branch = _read_json(self.dir / BRANCH)
+        if branch.get("resume") == self.cfg.resume and self._saved_since(branch["time"]):
+            # the branch this start names was taken and has saved since: continue it (a
+            # requeue repeats the job's command line; it must not go back to the start)
+            folder = self._newest()
+            log.warning("checkpoint.resume = %s was taken at %s; continuing that branch from "
+                        "its newest checkpoint %s", self.cfg.resume,
+                        time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(branch["time"])),
+                        folder and folder.name)
+            return folder
+        folder = None
+        if self.cfg.resume != "none":
             folder = Path(self.cfg.resume)
             problem = validate(folder)
             if problem:
                 raise CheckpointError(f"checkpoint.resume = {folder}: {problem}")
-            return folder
+        self._branch(folder)
+        return folder
+
+    def _newest(self) -> Path | None:
         problems = []
-        for folder in sorted(self.dir.glob("step-*[0-9]"), reverse=True):
+        for folder in self._candidates():
             problem = validate(folder)
             if problem is None:
                 if problems:
@@ -157,6 +212,56 @@ class Checkpointer:
             raise CheckpointError(f"every checkpoint in {self.dir} is damaged: "
                                   f"{'; '.join(problems)}. Move them away to start afresh.")
         return None
+
+    def _branch(self, start: Path | None) -> None:
+        """A start from `start` (None: from scratch) rather than from the newest checkpoint:
+        the run's checkpoints that are not on the way to `start` move to
+        checkpoints/abandoned-<time>/, so that restarts, pruning and the metrics follow the
+        branch chosen; BRANCH records the choice for the next starts."""
+        inside = start is not None and start.resolve().parent == self.dir.resolve()
+        keep = _step(start) if inside else -1
+        newer = [f for f in sorted(self.dir.glob("step-*[0-9]")) if _step(f) > keep]
+        if newer:
+            folder = self.dir / f"abandoned-{time.strftime('%Y%m%d-%H%M%S')}"
+            folder.mkdir()
+            for old in newer:
+                os.replace(old, folder / old.name)
+            fsync_path(self.dir)
+            log.warning("checkpoint.resume = %s: this start branches off; the run's %d newer "
+                        "checkpoints (%s) are kept in %s", self.cfg.resume, len(newer),
+                        ", ".join(f.name for f in newer), folder)
+        write_json_atomic(self.dir / BRANCH, {"resume": self.cfg.resume, "time": time.time()})
+
+    def _saved_since(self, when: float) -> bool:
+        return any(_saved_at(f) > when for f in self.dir.glob("step-*[0-9]"))
+
+    def _candidates(self) -> list[Path]:
+        """Newest first: the run's current checkpoints by step; when there are none, those set
+        aside at a change of shape (a start that died between setting them aside and its
+        first save), by when they were saved."""
+        current = sorted(self.dir.glob("step-*[0-9]"), reverse=True)
+        if current:
+            return current
+        aside = [f for f in self.dir.glob("world*-batch*/step-*[0-9]") if f.is_dir()]
+        return sorted(aside, key=_saved_at, reverse=True)
+
+
+def _step(folder: Path) -> int:
+    return int(folder.name.split("-")[1])
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _saved_at(folder: Path) -> float:
+    try:
+        return (folder / META).stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 def prune(folder: Path, keep_last: int) -> list[Path]:

@@ -4,14 +4,17 @@
     check_continuation(saved_yaml, cfg)         # ConfigChanged unless only SAFE keys differ
 
 A recipe started again without a new name= resumes the old run of that name; if its
-settings differ, the result is neither experiment. Where a job runs, how fast, how often
-it saves or logs, how long it trains (schedule.epochs) and the per-GPU batch (see
-reshape.py) may change on resume; the model, the optimizer, the schedule's shape, the
-augmentation and the seeds may not, unless checkpoint.allow_config_change says so.
+settings differ, the result is neither experiment. Where the run lives (name, runs_dir:
+a copied or renamed run folder resumes), where a job runs, how fast, how often it saves
+or logs, how long it trains (schedule.epochs), the per-GPU batch and the accumulation
+(the run's shape: see reshape.py) may change on resume; the model, the optimizer, the
+schedule's shape, the augmentation and the seeds may not, unless
+checkpoint.allow_config_change says so (the log then names every key it let through).
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from omegaconf import OmegaConf
@@ -19,10 +22,13 @@ from omegaconf import OmegaConf
 from pipeline.config import Config, to_dict
 
 # Keys (or whole sections, with a trailing dot) that a resume may change.
-SAFE = ("runs_dir", "dist.", "log.", "checkpoint.", "eval.", "schedule.epochs",
+SAFE = ("name", "runs_dir", "dist.", "log.", "checkpoint.", "eval.", "schedule.epochs",
         "model.compile", "precision.deterministic", "data.shards", "data.stage_dir",
         "data.num_workers", "data.prefetch", "data.hw_decoder_load",
-        "data.batch_size", "data.channels_last", "data.return_keys")
+        "data.batch_size", "optim.accumulation", "data.channels_last", "data.return_keys")
+
+
+log = logging.getLogger("pipeline.train")
 
 
 class ConfigChanged(ValueError):
@@ -43,7 +49,10 @@ def is_safe(key: str) -> bool:
 
 def check_continuation(saved_yaml: str, cfg: Config, checkpoint: str) -> None:
     changes = config_changes(saved_yaml, cfg)
-    if changes and not cfg.checkpoint.allow_config_change:
+    if changes and cfg.checkpoint.allow_config_change:
+        log.warning("checkpoint.allow_config_change lets through what %s was saved with: %s",
+                    checkpoint, "; ".join(changes))
+    elif changes:
         raise ConfigChanged(
             f"run {cfg.run_dir} has a checkpoint ({checkpoint}) of another config: "
             f"{'; '.join(changes)}. Resuming would mix two experiments: start this one "

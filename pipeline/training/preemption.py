@@ -54,6 +54,12 @@ class StopAgreement:
         """The verdict on every step so far (before a checkpoint: never save a NaN)."""
         return self._collect()
 
+    @property
+    def requested(self) -> bool:
+        """Some rank was signalled, in any verdict collected so far (poll's or settle's):
+        a stop is never lost because a save collected it."""
+        return self.reason is not None
+
     def _collect(self) -> Verdict:
         if self._pending is None:
             return Verdict()

@@ -13,6 +13,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from data_prep.manifest import shards_identity
 from pipeline.config import Config, to_dict, to_yaml
 from pipeline.data import build_train_loader
 from pipeline.data.epochs import derive_seed
@@ -64,9 +65,11 @@ class Trainer:
         parts = assemble(self.cfg, self.env)
         self.data, self.train_loader, self.val_loader = parts.data, parts.train, parts.val
         self.run, self.engine = parts.run, parts.engine
-        record_derived(self.run_dir, self.run, self.env)
+        self.shards = shards_identity(Path(self.data.shards))  # saved; a resume compares it
         self.state = self.resume(*saved) if saved else self.start()
-        record_config(self.run_dir, to_yaml(self.cfg), self.env)  # once the resume worked
+        if not self.complete():  # a start with nothing to do leaves the folder as it is
+            record_derived(self.run_dir, self.run, self.env)  # once the resume worked
+            record_config(self.run_dir, to_yaml(self.cfg), self.env)
         self.hosts = gather_hosts(self.env, node_name())
         state = self.state
         self.tracker.begin(self.run.as_dict(), state.step, state.images_seen,
@@ -81,7 +84,7 @@ class Trainer:
             self.tracker.close()
 
     def train_to_the_end(self) -> str:
-        if self.state.step >= self.run.total_steps and not self.evaluation_due():
+        if self.complete():
             best = self.state.best_top1
             log.warning("run %s is already complete: step %d of %d%s. Nothing to do; to train "
                         "longer raise schedule.epochs, for a new experiment give a new name=",
@@ -94,9 +97,29 @@ class Trainer:
             epoch = self.run.epoch_of(self.state.step)
             self.train_loader.set_epoch(epoch)  # a no-op when resumed inside the epoch
             if not self.train_one_epoch(epoch):
-                return "interrupted" if self.stop.interrupted else "preempted"
+                return self.stop_ending()
+            if self.stop_requested():  # in the epoch's last step: the resumed run evaluates
+                self.log_stop()
+                self.save()
+                return self.stop_ending()
             self.save(self.validate() if self.evaluation_due() else None)
         return "done"
+
+    def stop_requested(self) -> bool:
+        """Every rank's flags up to the last step, settled: True when some rank was signalled
+        (a NaN there raises)."""
+        self.raise_if_diverged(self.stop.settle().bad_step)
+        return self.stop.requested
+
+    def log_stop(self) -> None:
+        log.warning("stopping at step %d: %s", self.state.step, self.stop.reason)
+
+    def stop_ending(self) -> str:
+        return "interrupted" if self.stop.interrupted else "preempted"
+
+    def complete(self) -> bool:
+        """Trained to the end and evaluated there: a start has nothing to do."""
+        return self.state.step >= self.run.total_steps and not self.evaluation_due()
 
     def evaluation_due(self) -> bool:
         """At the end of every eval.every_epochs-th epoch and of training, once."""
@@ -139,14 +162,17 @@ class Trainer:
                     record["epoch_time_s"] = time.perf_counter() - started
                 self.log_train(record, spread)
             if verdict.preempted:
-                log.warning("stopping at step %d: %s", state.step, self.stop.reason)
+                self.log_stop()
                 self.save()
                 return False
             if state.step == end:  # train_to_the_end saves (and evaluates) there
                 break
             every = self.cfg.checkpoint.every_steps
             if every and state.step % every == 0:
-                self.save()
+                meter.exclude("checkpoint_s", self.save())
+                if self.stop.requested:  # the save's settle collected a stop: act on it
+                    self.log_stop()  # the checkpoint just written holds this step
+                    return False
         return True
 
     def log_train(self, record: dict, spread) -> None:
@@ -205,12 +231,17 @@ class Trainer:
         self.bn_loader.set_epoch(self.run.epoch_of(self.state.step))
         return self.bn_loader
 
-    def save(self, top1: float | None = None) -> None:
+    def save(self, top1: float | None = None) -> float:
+        """Checkpoints this step (collective); returns the seconds it took."""
+        started = time.perf_counter()
         self.raise_if_diverged(self.stop.settle().bad_step)  # never checkpoint a NaN
-        extra = {"config": to_yaml(self.cfg), "derived": self.run.as_dict()}
+        extra = {"config": to_yaml(self.cfg), "derived": self.run.as_dict(),
+                 "shards": self.shards}
         self.last_checkpoint = self.checkpoints.save(self.engine, self.train_loader,
                                                      self.state, extra, top1)
-        log.info("checkpoint %s", self.last_checkpoint)
+        seconds = time.perf_counter() - started
+        log.info("checkpoint %s (%.1f s)", self.last_checkpoint, seconds)
+        return seconds
 
     def find_saved(self) -> tuple[Path, dict] | None:
         """The checkpoint to resume and its trainer.pt, if its config may continue here."""
@@ -226,15 +257,15 @@ class Trainer:
         return TrainState(wandb_id=self.wandb_id)
 
     def resume(self, folder: Path, trainer: dict) -> TrainState:
-        point = resume_point(trainer["derived"], trainer["state"], self.run)
+        changed = trainer.get("shards", self.shards) != self.shards
+        point = resume_point(trainer["derived"], trainer["state"], self.run, changed)
         if point.note:
             log.warning("%s", point.note)
         self.checkpoints.load(folder, self.engine, self.train_loader, point.restart_epoch)
-        if point.note:  # the old steps would sort after the new ones: keep them apart
+        if point.reshaped:  # the old steps would sort after the new ones: keep them apart
             saved = trainer["derived"]
-            kept = self.checkpoints.set_aside(f"world{saved['world_size']}-batch"
-                                              f"{saved['global_batch']}")
-            log.warning("the checkpoints of that shape are kept in %s", kept)
+            self.checkpoints.set_aside_at_next_save(f"world{saved['world_size']}-batch"
+                                                    f"{saved['global_batch']}")
         saved = trainer["state"]
         state = TrainState(**{**saved, "step": point.step, "validated_step": point.validated_step,
                               "wandb_id": self.wandb_id, "starts": saved.get("starts", 0) + 1})

@@ -6,12 +6,14 @@ job, and refuses bad requests before any training."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
+import sys
 
 from launch_runs import SMOKE, STEPS, overrides
-from run_helpers import assert_same_tensors, checkpoints, state_at
-from slurm_jobs import JOB_SCRIPT, SMALL, TIME, release_requeued, sbatch, wait_until
+from run_helpers import REPO, assert_same_tensors, checkpoints, state_at
+from slurm_jobs import JOB_SCRIPT, SMALL, TIME, BatchJob, release_requeued, sbatch, wait_until
 
 from pipeline.dist.jobstate import job_state
 from pipeline.training.outcome import REQUEUE_EXIT_CODE
@@ -105,3 +107,24 @@ def test_bad_requests_end_before_any_training(slurm_cluster, sample_shards, tmp_
     refused = subprocess.run(["sbatch", "--partition=nope", *SMALL, str(JOB_SCRIPT)],
                              capture_output=True, text=True)
     assert refused.returncode != 0 and "invalid partition" in refused.stderr.lower()
+
+
+def test_submitted_from_another_folder_it_runs_and_logs_in_the_repository(slurm_cluster,
+                                                                          tmp_path):
+    """sbatch from a home or experiment folder: SLURM's output opens in that folder, and the
+    script moves its log to the repository's slurm/logs (once it failed with no log)."""
+    done = subprocess.run(["sbatch", "--parsable", *SMALL, str(JOB_SCRIPT)], cwd=tmp_path,
+                          env={**os.environ, "PYTHON": sys.executable, "DRY_RUN": "1"},
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    job_id = done.stdout.strip().split(";")[0]
+    log = REPO / "slurm" / "logs" / f"bn-inception-{job_id}.out"
+    try:
+        job = BatchJob(job_id, log)
+        assert job.wait(timeout=120) == 0, job.text()
+        tasks = [json.loads(line) for line in job.text().splitlines() if line.startswith("{")]
+        assert sorted(t["rank"] for t in tasks) == [0, 1, 2, 3]
+        assert f"train_64gpu.sh: job {job_id} restart 0" in job.text()
+        assert not list(tmp_path.iterdir())  # the empty default output is gone
+    finally:
+        log.unlink(missing_ok=True)

@@ -16,6 +16,7 @@ from run_helpers import REPO, assert_same_tensors, state_at
 from slurm_jobs import release_requeued, wait_until
 
 from pipeline.dist.jobstate import job_state
+from pipeline.launch.submit import minutes
 
 
 def launcher(*args: str) -> list[str]:
@@ -59,8 +60,18 @@ def test_a_signalled_submitit_job_requeues_resumes_and_returns_its_result(
     (("--partition", "nope", "--config", SMOKE, "data.shards=/x"),
      "partition 'nope' does not exist"),
     (("--config", SMOKE, "optim.base_lrr=1"), "config error: .*base_lrr"),
+    (("--time", "UNLIMITED", "--config", SMOKE), "--time UNLIMITED: give the job a time limit"),
+    (("--time", "1:2:3:4", "--config", SMOKE), "--time 1:2:3:4: expected minutes, M:S"),
 ])
 def test_bad_requests_are_refused_before_submission(slurm_cluster, args, message):
     done = subprocess.run(launcher(*args), cwd=REPO, capture_output=True, text=True)
     assert done.returncode == 2 and re.search(message, done.stderr), done.stderr
     assert "submitted" not in done.stdout
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("90", 90), ("1:30", 2), ("2:00:00", 120), ("1-0", 1440), ("1-2", 1560),
+    ("1-2:30", 1590), ("1-2:30:10", 1591), (" 45 ", 45),
+])
+def test_every_time_form_of_sbatch_reads_as_minutes(text, expected):
+    assert minutes(text) == expected

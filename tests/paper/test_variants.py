@@ -8,6 +8,7 @@ import json
 from omegaconf import OmegaConf
 from PIL import Image
 
+from data_prep.manifest import read_manifest
 from pipeline.monitor.history import read_rows
 from pipeline.paper import __main__ as paper_cli
 from pipeline.paper import variants
@@ -59,3 +60,31 @@ def test_each_claim_gets_its_verdict_from_the_numbers():
         "BN-x5-Sigmoid trains (best top-1 above 2x chance)": "does not hold at this scale"}
     diverged = {"inception_x30": _result(40, 0.95, "diverged")}
     assert variants.claims(diverged, 0.1)[0][1] == "holds"
+
+
+def test_an_out_folder_of_the_users_is_refused_and_left_as_it_was(tmp_path, capsys):
+    theirs = tmp_path / "runs" / "bn_x30" / "config.yaml"  # e.g. --out . in the repository
+    theirs.parent.mkdir(parents=True)
+    theirs.write_text("a user's run\n")
+    assert paper_cli.main(["variants", "--out", str(tmp_path), "--only", "bn_x30"]) == 2
+    assert "did not make" in capsys.readouterr().err
+    assert theirs.read_text() == "a user's run\n"
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == [
+        "runs", "runs/bn_x30", "runs/bn_x30/config.yaml"]
+
+
+def test_the_data_are_made_again_when_the_image_size_changes(tmp_path):
+    small = variants.Scale(size=16, classes=2, train_per_class=4, val_per_class=2)
+    shards = variants.make_data(tmp_path, small)
+    assert _train_image_size(tmp_path) == (32, 32)  # generated at twice the crop
+    assert variants.make_data(tmp_path, small) == shards  # the same scale: reused
+    variants.make_data(tmp_path, variants.Scale(size=24, classes=2, train_per_class=4,
+                                                val_per_class=2))
+    assert _train_image_size(tmp_path) == (48, 48)
+    assert read_manifest(shards / "train")["num_samples"] == 8
+
+
+def _train_image_size(out) -> tuple[int, int]:
+    first = sorted((out / "data" / "source" / "train").rglob("*.JPEG"))[0]
+    with Image.open(first) as image:
+        return image.size

@@ -11,6 +11,7 @@ import signal
 import pytest
 from run_helpers import assert_same_tensors, checkpoints, launch, state_at, wait_for
 
+from data_prep import shard
 from pipeline.monitor.history import read_rows
 from pipeline.training.outcome import REQUEUE_EXIT_CODE
 
@@ -130,3 +131,26 @@ def test_a_preemption_at_an_epoch_end_still_evaluates_that_epoch(sample_shards, 
     assert checkpoints(run_dir) == [25, 30]
     assert json.loads((run_dir / "checkpoints" / "step-00000025" / "meta.json").read_text())[
         "top1"] is not None  # the re-saved epoch-end checkpoint carries its accuracy
+
+
+def test_a_mid_epoch_resume_onto_recut_shards_restarts_that_epoch(sample_shards, tmp_path):
+    """The same images cut into shards of 32 instead of 64: the saved reader position names
+    the old shards, so the epoch restarts from its beginning (the step as for a reshape)."""
+    recut = tmp_path / "recut"
+    assert shard.main(["--source", str(sample_shards.parent / "source"), "--out", str(recut),
+                       "--shard-size", "32", "--workers", "1"]) == 0
+    args = [f"runs_dir={tmp_path}", "name=run", "data.image_size=32", "eval.every_epochs=0",
+            "checkpoint.every_steps=5"]
+    first = launch([f"data.shards={sample_shards}", *args, "schedule.epochs=0.4"], 1,
+                   tmp_path / "logs")
+    assert first.wait() == [0], first.text()
+    assert checkpoints(tmp_path / "run") == [5, 10]
+
+    again = launch([f"data.shards={recut}", *args, "schedule.epochs=1"], 1, tmp_path / "logs")
+    assert again.wait() == [0], again.text()
+    log = again.outputs[0].read_text()
+    assert "the shards differ from the checkpoint's (another cut or copy of the data: " \
+           "data.shards): epoch 0 was 10 of 25 steps in and restarts from its beginning, " \
+           "at step 0" in log
+    assert f"resumed from {tmp_path / 'run' / 'checkpoints' / 'step-00000010'} at step 0" in log
+    assert checkpoints(tmp_path / "run")[-1] == 25
