@@ -6,12 +6,22 @@ conversion is recorded. Files that cannot be used raise `RejectedImage` with a r
 
 One orientation rule for every reader: DALI's decoder applies an EXIF orientation tag,
 the webdataset backend (simplejpeg) ignores it. So a shard never holds a tag that turns
-the image: a tagged image is re-encoded upright (recorded as `exif_orientation_N`).
+the image: an image that `ImageOps.exif_transpose` would turn (EXIF, XMP, ImageMagick's
+PNG text chunk) is re-encoded upright (recorded as `exif_orientation_N`).
+
+Any error of a decoder plugin, at open, at load or at conversion, makes the input a
+reject whose reason names the error: one odd file never ends a run. A format whose
+decoder this machine lacks (EPS and PostScript need Ghostscript; WMF and EMF render on
+Windows only) is said to be that. Copy mode stores a JPEG's own bytes only when its
+marker structure up to the scan is regular: Pillow decodes stray bytes between segments
+or a segment that overruns the next marker, DALI's decoder refuses them ("Invalid
+marker"), so such a file is re-encoded and listed with the reason (`jpeg_structure_...`).
 """
 
 from __future__ import annotations
 
 import io
+import struct
 import warnings
 from dataclasses import dataclass, field
 
@@ -46,20 +56,42 @@ class PreparedImage:
     conversions: list[str] = field(default_factory=list)
 
 
+# Formats Pillow knows but renders through a program or an OS this machine may lack.
+_EXTERNAL_DECODERS = {"EPS": "install Ghostscript (gs) or convert it to PNG or JPEG",
+                      "WMF": "Pillow renders WMF/EMF on Windows only; convert it to PNG",
+                      "EMF": "Pillow renders WMF/EMF on Windows only; convert it to PNG"}
+
+
 def prepare_image(raw: bytes, options: EncodeOptions) -> PreparedImage:
     """Returns the bytes to store for one input file, or raises RejectedImage."""
     if not raw:
         raise RejectedImage("empty file")
+    try:
+        return _prepare(raw, options)
+    except RejectedImage:
+        raise
+    except MemoryError:
+        raise RejectedImage("too large to decode in this machine's memory") from None
+    except Exception as exc:  # in memory only: no disk of this machine is involved here
+        raise RejectedImage(f"cannot decode or convert it: {_named(exc)}") from None
+
+
+def _prepare(raw: bytes, options: EncodeOptions) -> PreparedImage:
     image = _open(raw)
     conversions = _repairs_needed(image)
+    if image.format != "JPEG":  # re-encoded anyway; decoded first because some loaders
+        _decode(image)  # turn the image themselves (TIFF) and a PNG's tag is read from it
     orientation = _orientation(image)
     if orientation != 1:
         conversions.append(f"exif_orientation_{orientation}")
     upright = image.size[::-1] if orientation in (5, 6, 7, 8) else image.size
     target = _resized_size(upright, options.resize_shorter)
     if not conversions and target == image.size:
-        _check_complete_jpeg(raw, image)
-        return PreparedImage(raw, image.width, image.height)
+        irregular = jpeg_structure_problem(raw)
+        if irregular is None:
+            _check_complete_jpeg(raw, image)
+            return PreparedImage(raw, image.width, image.height)
+        conversions.append(f"jpeg_structure_{irregular}")
     if target != upright:
         conversions.append(f"resize_{upright[0]}x{upright[1]}_to_{target[0]}x{target[1]}")
     data, size = _reencode(image, orientation, target, options.quality)
@@ -83,8 +115,8 @@ def _open(raw: bytes) -> Image.Image:
                             f"{Image.MAX_IMAGE_PIXELS:,} pixels") from None
     except UnidentifiedImageError:
         raise RejectedImage("not an image (no known image header)") from None
-    except OSError as exc:
-        raise RejectedImage(f"unreadable image header: {exc}") from None
+    except Exception as exc:  # any plugin's error: offsets past the end, a zero axis, ...
+        raise RejectedImage(f"unreadable image header: {_named(exc)}") from None
 
 
 def _repairs_needed(image: Image.Image) -> list[str]:
@@ -100,12 +132,13 @@ def _repairs_needed(image: Image.Image) -> list[str]:
 
 
 def _orientation(image: Image.Image) -> int:
-    """The EXIF orientation; 1 when there is none. Reads the header only."""
-    if "exif" not in image.info:
-        return 1
+    """The orientation `ImageOps.exif_transpose` applies (EXIF, or XMP's tiff:Orientation,
+    or ImageMagick's "Raw profile type exif"); 1 when there is none. A JPEG's is read from
+    its header; other formats are decoded before (a TIFF loader turns the image itself and
+    drops the tag)."""
     try:
         return int(image.getexif().get(ORIENTATION, 1))
-    except (SyntaxError, ValueError, TypeError, OSError) as exc:  # what broken EXIF raises
+    except (SyntaxError, ValueError, TypeError, KeyError, struct.error) as exc:  # broken EXIF
         warnings.warn(f"unreadable EXIF ({exc}): orientation taken as upright", stacklevel=2)
         return 1
 
@@ -130,12 +163,55 @@ def _check_complete_jpeg(raw: bytes, image: Image.Image) -> None:
     _decode(image)
 
 
+def jpeg_structure_problem(raw: bytes) -> str | None:
+    """Why the marker segments before the first scan are not back to back (the name of the
+    defect), or None. Reads the header only: every segment's marker and length."""
+    pos = 2  # after SOI
+    while pos < len(raw):
+        if raw[pos] != 0xFF:
+            return "bytes_between_segments"
+        while pos < len(raw) and raw[pos] == 0xFF:  # fill bytes before a marker are allowed
+            pos += 1
+        if pos >= len(raw):
+            return "ends_in_its_header"
+        marker = raw[pos]
+        if marker == 0x00:
+            return "stray_ff00_before_a_marker"
+        if marker == 0xDA:  # start of scan: the header was regular
+            return None
+        if marker in (0x01, *range(0xD0, 0xD8)):  # TEM, RSTn: no length
+            pos += 1
+            continue
+        if marker == 0xD8:
+            return "second_start_of_image"
+        if pos + 2 >= len(raw):
+            return "ends_in_its_header"
+        length = int.from_bytes(raw[pos + 1:pos + 3], "big")
+        if length < 2 or pos + 1 + length > len(raw):
+            return "segment_overruns_the_file"
+        pos += 1 + length
+    return "no_scan"
+
+
 def _decode(image: Image.Image) -> Image.Image:
     try:
         image.load()
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise RejectedImage(f"corrupt or truncated image data: {exc}") from None
+    except Exception as exc:  # any plugin's error while decoding
+        fix = _EXTERNAL_DECODERS.get(image.format or "")
+        if fix and not isinstance(exc, Image.DecompressionBombError):
+            raise RejectedImage(f"no decoder on this machine for {image.format} ({_named(exc)}):"
+                                f" {fix}") from None
+        if isinstance(exc, Image.DecompressionBombError):
+            raise RejectedImage(f"too large to decode safely ({exc}); shrink it below "
+                                f"{Image.MAX_IMAGE_PIXELS:,} pixels") from None
+        raise RejectedImage(f"corrupt or truncated image data: {_named(exc)}") from None
     return image
+
+
+def _named(exc: Exception) -> str:
+    """The error with its type: `ValueError: ...`, as a reason names it (OSError's own
+    messages already say what happened, and the tests and users know them so)."""
+    return str(exc) if type(exc) is OSError else f"{type(exc).__name__}: {exc}"
 
 
 def _reencode(image: Image.Image, orientation: int, size: tuple[int, int], quality: int):
@@ -158,5 +234,6 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         image = Image.fromarray(((wide * 255 + 32767) // 65535).astype(np.uint8))
     try:
         return image.convert("RGB")
-    except ValueError as exc:
-        raise RejectedImage(f"cannot convert Pillow mode {image.mode} to RGB: {exc}") from None
+    except Exception as exc:  # a mode Pillow cannot map, or a plugin's late error
+        raise RejectedImage(f"cannot convert Pillow mode {image.mode} to RGB: "
+                            f"{_named(exc)}") from None

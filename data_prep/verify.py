@@ -3,7 +3,8 @@
 Checks per shard: tar and index checksums; the index read by DALI's rules
 (`dali_index.parse_index`) and equal to the one DALI's own `wds2idx` builds from the tar;
 the sample count read back by webdataset; every key free of dots; `.cls` equal to the
-label of the `.json` wnid; every JPEG decodes to RGB with no EXIF orientation to apply.
+label of the `.json` wnid; every JPEG decodes to RGB with no EXIF orientation to apply,
+with Pillow and with DALI's CPU decoder (the trainer's), to the size its `.json` gives.
 Per split: class totals equal the manifest's, and the trainer's own checks of the folder
 (`data_prep.manifest.load_split`: no unlisted shards, sizes, counts) pass.
 Prints each shard's class mix.
@@ -20,6 +21,7 @@ from pathlib import Path
 import webdataset as wds
 from PIL import Image
 
+from data_prep.dali_decode import dali_sizes
 from data_prep.dali_index import MalformedIndex, index_text, parse_index
 from data_prep.images import ORIENTATION
 from data_prep.manifest import ShardError, load_split, read_manifest
@@ -72,9 +74,13 @@ def verify_shard(job) -> tuple[list[str], Counter]:
     else:
         problems += _index_problems(index, tar)
     counts: Counter = Counter()
+    stored: dict[str, tuple[bytes, tuple[int, int]]] = {}  # key -> (JPEG, json's h x w)
     for sample in wds.WebDataset(str(tar), shardshuffle=False, empty_check=False):
         problems += _check_sample(tar, sample, labels)
-        counts[json.loads(sample["json"])["wnid"]] += 1
+        meta = json.loads(sample["json"])
+        counts[meta["wnid"]] += 1
+        stored[sample["__key__"]] = (sample["jpg"], (meta.get("height"), meta.get("width")))
+    problems += _dali_problems(tar, stored)
     if sum(counts.values()) != shard["samples"]:
         problems.append(f"{tar}: {sum(counts.values())} samples, manifest says {shard['samples']}")
     return problems, counts
@@ -90,14 +96,32 @@ def _check_sample(tar: Path, sample: dict, labels: dict[str, int]) -> list[str]:
     try:
         image = Image.open(io.BytesIO(sample["jpg"]))
         image.load()
-    except OSError as exc:
-        return [f"{where}: JPEG does not decode ({exc})"]
+    except Exception as exc:  # Pillow's errors are of many types
+        return [f"{where}: JPEG does not decode ({type(exc).__name__}: {exc})"]
     if image.format != "JPEG" or image.mode != "RGB":
         return [f"{where}: stored as {image.format} {image.mode}, expected JPEG RGB"]
+    meta = json.loads(sample["json"])
+    if image.size != (meta.get("width"), meta.get("height")):
+        return [f"{where}: decodes to {image.size[0]}x{image.size[1]}, its .json says "
+                f"{meta.get('width')}x{meta.get('height')}"]
     if image.getexif().get(ORIENTATION, 1) != 1:
         return [f"{where}: has EXIF orientation {image.getexif()[ORIENTATION]}, which DALI "
                 "applies and the webdataset backend does not; rerun data_prep/shard.py"]
     return []
+
+
+def _dali_problems(tar: Path, stored: dict[str, tuple[bytes, tuple[int, int]]]) -> list[str]:
+    found = dali_sizes({key: jpg for key, (jpg, _) in stored.items()})
+    problems = []
+    for key, (_, size) in stored.items():
+        got = found[key]
+        if isinstance(got, str):
+            problems.append(f"{tar} sample {key}: DALI's decoder refuses it ({got}); training "
+                            "would stop on it: rerun data_prep/shard.py on its source")
+        elif got != size:
+            problems.append(f"{tar} sample {key}: DALI decodes it to {got[1]}x{got[0]}, its "
+                            f".json says {size[1]}x{size[0]}")
+    return problems
 
 
 def _index_problems(index: Path, tar: Path) -> list[str]:

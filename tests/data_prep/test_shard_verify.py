@@ -62,16 +62,15 @@ def test_verify_of_a_folder_without_shards(tmp_path):
 def test_verify_reads_the_index_as_dali_does(copy, capsys):
     """A key with a space: wds2idx writes the same index, DALI misreads it; verify says so."""
     tar, index = copy / "val" / "val-000000.tar", copy / "val" / "val-000000.idx"
-    with tarfile.open(tar) as old:
-        members = [(m, old.extractfile(m).read()) for m in old]
-    key = members[0][0].name.split(".")[0]
-    with tarfile.open(tar, "w", format=tarfile.USTAR_FORMAT) as new:
-        for member, data in members:
-            member.name = member.name.replace(key, key.replace("_", " "))
-            new.addfile(member, io.BytesIO(data))
-    with IndexCreator(str(tar), str(index), verbose=False) as creator:
-        creator.create_index()
-    rewrite_manifest(copy / "val", tar, index)
+    key = None
+
+    def spaced(member, data):
+        nonlocal key
+        key = key or member.name.split(".")[0]
+        member.name = member.name.replace(key, key.replace("_", " "))
+        return data
+
+    rewrite_shard(copy / "val", tar, index, spaced)
     assert verify_output(copy, workers=1) == 1
     problems = [line for line in capsys.readouterr().out.splitlines() if "PROBLEM" in line]
     assert problems == [f"PROBLEM {index}: DALI cannot read it: line 1: 18 fields, not 'ext "
@@ -85,6 +84,19 @@ def test_verify_applies_the_trainers_checks_of_the_listing(copy, capsys):
            "manifest does not list: val-000099.tar" in capsys.readouterr().out
 
 
+def rewrite_shard(split_dir, tar, index, change) -> None:
+    """Each member through change(member, data) -> data, then a fresh index and manifest."""
+    with tarfile.open(tar) as old:
+        members = [(m, old.extractfile(m).read()) for m in old]
+    with tarfile.open(tar, "w", format=tarfile.USTAR_FORMAT) as new:
+        for member, data in members:
+            data = change(member, data)
+            new.addfile(member, io.BytesIO(data))
+    with IndexCreator(str(tar), str(index), verbose=False) as creator:
+        creator.create_index()
+    rewrite_manifest(split_dir, tar, index)
+
+
 def rewrite_manifest(split_dir, tar, index) -> None:
     """The manifest made to agree with a hand-changed shard, so only its content is wrong."""
     path = split_dir / "manifest.json"
@@ -93,3 +105,24 @@ def rewrite_manifest(split_dir, tar, index) -> None:
     entry.update(sha256=hashlib.sha256(tar.read_bytes()).hexdigest(), bytes=tar.stat().st_size,
                  index_sha256=hashlib.sha256(index.read_bytes()).hexdigest())
     path.write_text(json.dumps(data))
+
+
+def test_verify_decodes_with_dalis_decoder_what_pillow_accepts(copy, capsys):
+    """A stored JPEG with a stray FF 00 before a marker: Pillow decodes it, DALI's decoder
+    (the trainer's) refuses it; --verify names the sample."""
+    tar, index = copy / "val" / "val-000000.tar", copy / "val" / "val-000000.idx"
+    changed = []
+
+    def stray_ff00(member, data):
+        if member.name.endswith(".jpg") and not changed:
+            changed.append(member.name.rsplit(".", 1)[0])
+            data = data[:2] + b"\xff\x00" + data[2:]
+            member.size = len(data)
+        return data
+
+    rewrite_shard(copy / "val", tar, index, stray_ff00)
+    assert verify_output(copy, workers=1) == 1
+    problems = [line for line in capsys.readouterr().out.splitlines() if "PROBLEM" in line]
+    key = changed[0]
+    assert len(problems) == 1 and f"{tar} sample {key}: DALI's decoder refuses it" in \
+        problems[0], problems
