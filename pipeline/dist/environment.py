@@ -66,7 +66,9 @@ def detect_launch(environ: Mapping[str, str] = os.environ,
         per_node = tasks_per_node(environ.get("SLURM_STEP_TASKS_PER_NODE")
                                   or environ.get("SLURM_TASKS_PER_NODE", "1"))
         addr = environ.get("MASTER_ADDR") or resolve(first_host(environ))
-        port = int(environ.get("MASTER_PORT") or slurm_port(int(job or 0), restarts))
+        step = int(environ.get("SLURM_STEP_ID", 0)) if environ.get("SLURM_STEP_ID", "").isdigit() \
+            else 0
+        port = int(environ.get("MASTER_PORT") or slurm_port(int(job or 0), restarts + step))
         return Launch("slurm", int(environ["SLURM_PROCID"]), int(environ["SLURM_NTASKS"]),
                       int(environ.get("SLURM_LOCALID", 0)), per_node[min(node, len(per_node) - 1)],
                       node, addr, port, job, restarts)
@@ -74,7 +76,9 @@ def detect_launch(environ: Mapping[str, str] = os.environ,
 
 
 def slurm_port(job_id: int, restart_count: int) -> int:
-    """20 ports per job id, one per incarnation (restarts past 20 wrap around)."""
+    """20 ports per job id, one per incarnation: `restart_count` counts the requeues and
+    the job's steps (each srun, so an in-job restart meets no old store); past 20 they
+    wrap around."""
     return 20000 + (job_id % 2000) * 20 + restart_count % 20
 
 

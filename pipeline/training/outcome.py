@@ -2,7 +2,7 @@
 the demo, the paper's experiments): read here, not from logs or metrics.jsonl.
 
     outcome = train_process(config, overrides)      # pipeline/training/process.py
-    outcome.ending        # done | diverged | preempted | interrupted | failed
+    outcome.ending        # done | diverged | preempted | interrupted | failed | crashed
     outcome.status        # the process exit status (STATUS, or 2 for a config error)
     outcome.validation    # the last validation this process ran: val/top1, val/images, ...
 """
@@ -16,8 +16,13 @@ from pipeline.dist.signals import INTERRUPTED_EXIT_CODE
 
 REQUEUE_EXIT_CODE = 75  # EX_TEMPFAIL: "try again"; after a preemption save
 CONFIG_ERROR_EXIT_CODE = 2
+# EX_SOFTWARE: an unexpected error, a collective that failed because a peer died, a
+# rendezvous that did not form. Another start may well work: the job script restarts
+# the step. "failed" (1: the user's error, explained in one line) and "diverged" (1: a
+# NaN) would fail the same way again, and end the job.
+CRASH_EXIT_CODE = 70
 STATUS = {"done": 0, "failed": 1, "diverged": 1, "preempted": REQUEUE_EXIT_CODE,
-          "interrupted": INTERRUPTED_EXIT_CODE}
+          "interrupted": INTERRUPTED_EXIT_CODE, "crashed": CRASH_EXIT_CODE}
 
 
 @dataclass(frozen=True)

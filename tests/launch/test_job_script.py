@@ -128,3 +128,20 @@ def test_submitted_from_another_folder_it_runs_and_logs_in_the_repository(slurm_
         assert not list(tmp_path.iterdir())  # the empty default output is gone
     finally:
         log.unlink(missing_ok=True)
+
+
+def test_scancel_is_not_a_preemption(slurm_cluster, sample_shards, tmp_path):
+    """The same SIGTERM, but the job is CANCELLED: it saves, says so, and is not requeued
+    (rank 0 once tried `scontrol requeue` on it, which fails)."""
+    args = [SMOKE, *overrides(sample_shards, tmp_path, "run"), "schedule.epochs=40"]
+    job = sbatch(JOB_SCRIPT, SMALL, args, tmp_path / "job.out")
+    wait_until(lambda: (tmp_path / "run" / "checkpoints" / "step-00000004").is_dir(),
+               "the first checkpoint")
+    subprocess.run(["scancel", job.job_id], check=True)
+    wait_until(lambda: job_state(job.job_id)[0] in ("CANCELLED", None), "the cancel", 60)
+    log = job.text()
+    assert f"not requeued: SLURM job {job.job_id} was cancelled (scancel), not preempted" in log
+    assert "scontrol requeue" not in log and "requeued SLURM job" not in log
+    stopped = int(re.search(r"stopping at step (\d+): SIGTERM", log)[1])
+    assert checkpoints(tmp_path / "run")[-1] == stopped > 4  # saved where it stopped
+    assert job_state(job.job_id)[1] == 0  # never requeued

@@ -76,7 +76,7 @@ def test_an_offline_run_across_a_crash_and_a_resume_is_one_wandb_run_with_every_
 
     # The upload rebuilds one run from the folder: the redone step 25 as trained.
     assert upload.main([str(run_dir), "--mode", "offline"]) == 0
-    sent = offline_run(run_dir / "upload")
+    sent = offline_run(run_dir / "upload", wait_s=60)
     assert len(sent.ids) == 1 and sent.ids != {wandb_id}
     assert [(r["step"], r["train/loss"]) for r in _train_rows(sent.history)] == [
         (r["step"], r["train/loss"]) for r in _train_rows(rows)]

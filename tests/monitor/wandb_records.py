@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,8 +79,19 @@ class OfflineRun:
     warnings: list[str] = field(default_factory=list)  # W&B's console output lines
 
 
-def offline_run(run_dir: Path) -> OfflineRun:
-    """Every offline segment W&B wrote under run_dir/wandb, oldest first."""
+def offline_run(run_dir: Path, wait_s: float = 0) -> OfflineRun:
+    """Every offline segment W&B wrote under run_dir/wandb, oldest first. `wait_s`: how long
+    to wait for a run record, which W&B's service process may write after finish()
+    returned on a busy machine."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        run = _read_segments(run_dir)
+        if run.ids or time.monotonic() >= deadline:
+            return run
+        time.sleep(0.5)
+
+
+def _read_segments(run_dir: Path) -> OfflineRun:
     run = OfflineRun()
     segments = sorted((run_dir / "wandb").glob("offline-run-*"))
     for segment in segments:

@@ -10,6 +10,7 @@ from run_helpers import SMOKE, checkpoints
 
 from pipeline.monitor.history import read_rows
 from pipeline.train import main
+from pipeline.training.outcome import CRASH_EXIT_CODE
 
 # 25 steps an epoch on one rank; 30 steps, a checkpoint every 10 and at the epoch end.
 FAST = ["data.image_size=32", "schedule.epochs=1.2", "eval.every_epochs=0", "name=run",
@@ -52,7 +53,7 @@ def test_a_branch_from_an_older_step_survives_a_crash_and_its_requeues(
         return lr_at(step, *args)
 
     monkeypatch.setattr(trainer, "lr_at", dying)
-    assert train(sample_shards, runs, branch_point) == 1
+    assert train(sample_shards, runs, branch_point) == CRASH_EXIT_CODE
     monkeypatch.setattr(trainer, "lr_at", lr_at)
     assert checkpoints(run) == [10]
     assert list(aside(run).values()) == [["step-00000020", "step-00000025", "step-00000030"]]

@@ -15,6 +15,7 @@ from pipeline.reports.runs import load_run
 from pipeline.reports.summary import summarize
 from pipeline.reports.wandb_run import in_training_order
 from pipeline.resolve import resolve
+from pipeline.training.outcome import CRASH_EXIT_CODE
 from pipeline.training.reshape import ReshapeError, resume_point
 
 
@@ -106,7 +107,7 @@ def test_a_reshaped_start_that_dies_before_saving_loses_nothing(sample_shards, t
     assert first.wait() == [0], first.text()
 
     dying = launch([*args, "schedule.epochs=2"], 2, logs, entry=("-c", FAIL_AT_FIRST_STEP))
-    assert dying.wait() == [1, 1], dying.text()
+    assert dying.wait() == [CRASH_EXIT_CODE] * 2, dying.text()
     assert "injected failure at step 12" in dying.outputs[0].read_text()
     assert checkpoints(run) == [25, 38]  # nothing set aside, nothing lost
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-00000025",

@@ -13,7 +13,7 @@ from run_helpers import assert_same_tensors, checkpoints, launch, state_at, wait
 
 from data_prep import shard
 from pipeline.monitor.history import read_rows
-from pipeline.training.outcome import REQUEUE_EXIT_CODE
+from pipeline.training.outcome import CRASH_EXIT_CODE, REQUEUE_EXIT_CODE
 
 STEPS = 12  # of 25 per epoch (400 images / (2 ranks x 8)): every stop is mid-epoch
 
@@ -50,7 +50,7 @@ def test_sigkill_of_one_rank_then_resume_is_exact(reference, sample_shards, tmp_
     job.signal(1, signal.SIGKILL)
     codes = job.wait(timeout=120)
     assert codes[1] == -signal.SIGKILL
-    assert codes[0] == 1, job.text()  # the survivor fails loudly instead of hanging
+    assert codes[0] == CRASH_EXIT_CODE, job.text()  # the survivor fails, not hangs
     assert "another rank died" in job.outputs[0].read_text()
     stopped_at = checkpoints(tmp_path / "run")[-1]
     assert 4 <= stopped_at < STEPS

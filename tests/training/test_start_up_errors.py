@@ -12,6 +12,7 @@ from run_helpers import SMOKE
 
 from pipeline.dist.environment import free_port
 from pipeline.train import main
+from pipeline.training.outcome import CRASH_EXIT_CODE
 
 FAST = ["data.image_size=32", "schedule.epochs=0.2", "eval.every_epochs=0"]
 
@@ -76,7 +77,7 @@ def test_a_rank_whose_peers_never_come_says_whom_it_waits_for(tmp_path, capsys, 
         monkeypatch.setenv(key, value)
     for key in [k for k in os.environ if k.startswith("SLURM_")]:
         monkeypatch.delenv(key)
-    assert train(tmp_path, tmp_path / "runs", "dist.timeout_s=4") == 1
+    assert train(tmp_path, tmp_path / "runs", "dist.timeout_s=4") == CRASH_EXIT_CODE
     console = capsys.readouterr().err + caplog.text  # before the run's logging: no handler
     assert f"rank 0 of 2 is still waiting at 127.0.0.1:{port} for the other ranks to join " \
            "(WORLD_SIZE=2); it gives up after dist.timeout_s=4 s" in console
