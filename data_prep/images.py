@@ -111,8 +111,7 @@ def _open(raw: bytes) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             return Image.open(io.BytesIO(raw))
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
-        raise RejectedImage(f"too large to decode safely ({exc}); shrink it below "
-                            f"{Image.MAX_IMAGE_PIXELS:,} pixels") from None
+        raise _too_large(exc) from None
     except UnidentifiedImageError:
         raise RejectedImage("not an image (no known image header)") from None
     except Exception as exc:  # any plugin's error: offsets past the end, a zero axis, ...
@@ -197,15 +196,19 @@ def _decode(image: Image.Image) -> Image.Image:
     try:
         image.load()
     except Exception as exc:  # any plugin's error while decoding
+        if isinstance(exc, Image.DecompressionBombError):  # some plugins size it only now
+            raise _too_large(exc) from None
         fix = _EXTERNAL_DECODERS.get(image.format or "")
-        if fix and not isinstance(exc, Image.DecompressionBombError):
+        if fix:
             raise RejectedImage(f"no decoder on this machine for {image.format} ({_named(exc)}):"
                                 f" {fix}") from None
-        if isinstance(exc, Image.DecompressionBombError):
-            raise RejectedImage(f"too large to decode safely ({exc}); shrink it below "
-                                f"{Image.MAX_IMAGE_PIXELS:,} pixels") from None
         raise RejectedImage(f"corrupt or truncated image data: {_named(exc)}") from None
     return image
+
+
+def _too_large(exc: Exception) -> RejectedImage:
+    return RejectedImage(f"too large to decode safely ({exc}); shrink it below "
+                         f"{Image.MAX_IMAGE_PIXELS:,} pixels")
 
 
 def _named(exc: Exception) -> str:

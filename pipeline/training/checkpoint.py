@@ -25,7 +25,6 @@ choice, so that restarts follow the branch (docs/training.md).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import random
@@ -179,7 +178,7 @@ class Checkpointer:
     def _choose(self) -> Path | None:
         if self.cfg.resume == "auto":
             return self._newest()
-        branch = _read_json(self.dir / BRANCH)
+        branch = read_index(self.dir, BRANCH) or {}
         if branch.get("resume") == self.cfg.resume and self._saved_since(branch["time"]):
             # the branch this start names was taken and has saved since: continue it (a
             # requeue repeats the job's command line; it must not go back to the start)
@@ -248,13 +247,6 @@ class Checkpointer:
 
 def _step(folder: Path) -> int:
     return int(folder.name.split("-")[1])
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 def _saved_at(folder: Path) -> float:
