@@ -203,6 +203,16 @@ class DistConfig:
     device: str = _opt("auto", "auto (cuda when present) | cuda | cpu")
     max_requeues: int = _opt(100, "after a preemption save, requeue the SLURM job at most "
                              "this many times (SLURM_RESTART_COUNT); 0: never")
+    max_restarts: int = _opt(3, "a crashed or frozen step runs again inside the SLURM job "
+                             "at most this many times (slurm/train_64gpu.sh); 0: never")
+    restart_pause_s: int = _opt(10, "pause before restart k: k times this long")
+    startup_timeout_s: int = _opt(1800, "watchdog: from a rank's start to its first step "
+                                  "(build, resume, torch.compile, first DALI batches)")
+    step_timeout_s: int = _opt(300, "watchdog: the least time between two steps; it grows "
+                               "to 10x the slowest step seen and to timeout_s + 60")
+    save_timeout_s: int = _opt(1800, "watchdog: one checkpoint save (at least timeout_s + 60)")
+    validation_timeout_s: int = _opt(1800, "watchdog: the least time for precise BN and "
+                                     "validation; grows with 10x their expected time")
 
     def __post_init__(self) -> None:
         _check(self.engine in ("ddp", "deepspeed"), "dist.engine", self.engine, "ddp or deepspeed")
@@ -213,6 +223,11 @@ class DistConfig:
                "auto, cuda or cpu")
         _check(self.timeout_s >= 1, "dist.timeout_s", self.timeout_s, ">= 1")
         _check(self.max_requeues >= 0, "dist.max_requeues", self.max_requeues, ">= 0")
+        _check(self.max_restarts >= 0, "dist.max_restarts", self.max_restarts, ">= 0")
+        _check(self.restart_pause_s >= 0, "dist.restart_pause_s", self.restart_pause_s, ">= 0")
+        for key in ("startup", "step", "save", "validation"):
+            value = getattr(self, f"{key}_timeout_s")
+            _check(value >= 0, f"dist.{key}_timeout_s", value, ">= 0 (0: no watchdog)")
 
 
 @dataclass

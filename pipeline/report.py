@@ -5,10 +5,11 @@
     python -m pipeline.report runs/* --out paper/figures
 
 Reads only the run folders (metrics.jsonl, starts.jsonl, metrics.dropped.jsonl,
-config.yaml, derived.json); no W&B, no network. Writes val_top1.png (val top-1 against
-steps, one line per run, as in the BN paper's Figure 2), curves_vs_step.png,
+config.yaml, derived.json, failures.jsonl); no W&B, no network. Writes val_top1.png
+(val top-1 against steps, one line per run, as in the BN paper's Figure 2), curves_vs_step.png,
 curves_vs_images.png, throughput.png, ranks.png, plots.json (every plotted value) and
-summary.md (pipeline/reports/summary.py defines its columns).
+summary.md (pipeline/reports/summary.py defines its columns; a table of the failures and
+the time each cost when the job script recorded any).
 """
 
 from __future__ import annotations
@@ -19,7 +20,13 @@ from pathlib import Path
 
 from pipeline.reports.plots import write_plots
 from pipeline.reports.runs import ReportError, load_runs
-from pipeline.reports.summary import summarize, summary_table, write_summary
+from pipeline.reports.summary import (
+    failure_rows,
+    failures_table,
+    summarize,
+    summary_table,
+    write_summary,
+)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -48,9 +55,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = args.out or (args.runs[0] / "report" if len(runs) == 1 else Path("report"))
     summaries = [summarize(run, args.target) for run in runs]
+    failures = [row for run in runs for row in failure_rows(run)]
     written = [*write_plots(runs, out, args.target),
-               write_summary(summaries, args.target, out)]
+               write_summary(summaries, args.target, out, failures)]
     print(summary_table(summaries, args.target))
+    if failures:
+        print(failures_table(failures))
     print("wrote " + ", ".join(str(p) for p in written))
     return 0
 

@@ -17,8 +17,9 @@
 # back with the same id and resumes from that checkpoint (up to dist.max_requeues times).
 # --open-mode=append keeps the log of every incarnation in one file.
 #
-# A crashed rank (killed, an unexpected error, a dead peer) costs a restart of the step
-# inside the allocation, not the job: up to MAX_RESTARTS=3 times (see the end of this file).
+# A crashed or frozen rank (killed, an unexpected error, a dead peer, a hang) costs a restart
+# of the step inside the allocation, not the job: up to dist.max_restarts=3 times, and a
+# node that fails twice is replaced by a spare one (SPARE_NODES; see the end of this file).
 #
 # The log: slurm/logs/<job name>-<job id>.out of this repository, wherever you submit from
 # (SLURM opens %x-%j.out in the submit folder; the script moves its output to the
@@ -105,37 +106,49 @@ fi
 # --kill-on-bad-exit: a rank that crashes ends the step at once, not after a collective
 # timeout. After a preemption save rank 0 requeues before any rank exits.
 # In-job restarts: a step that crashed (a rank killed by a signal, an unexpected error, a
-# collective whose peer died, no rendezvous) runs again in the same allocation, up to
-# MAX_RESTARTS times (default 3) with a growing pause, and resumes from the newest
-# checkpoint. What another start cannot fix ends the job at once: the user's error or a
-# NaN (one line above says which), a config error, a save for a requeue, Ctrl-C. srun's
-# status cannot tell them apart (after --kill-on-bad-exit it is that of the ranks it
-# stopped), so every task writes how it ended to a file of this job's.
-max_restarts=${MAX_RESTARTS:-3}
-[[ $max_restarts =~ ^[0-9]+$ ]] || die "MAX_RESTARTS=$max_restarts: give a whole number"
+# collective whose peer died, a rank frozen past its watchdog, no rendezvous) runs again in
+# the same allocation, up to dist.max_restarts times (default 3) with a growing pause
+# (dist.restart_pause_s), and resumes from the newest checkpoint. What another start cannot
+# fix ends the job at once: the user's error or a NaN (one line above says which), a config
+# error, a save for a requeue, Ctrl-C. srun's status cannot tell them apart (after
+# --kill-on-bad-exit it is that of the ranks it stopped), so every task writes how it
+# ended into a folder of this job's, and pipeline.triage reads them, records the failure in
+# the run folder (failures.jsonl) and says what to do.
+# A node whose ranks caused two failures in a row is left out when the allocation has a
+# spare node: SPARE_NODES=1 sbatch --nodes=9 ... trains on 8 and keeps one in reserve.
+spare=${SPARE_NODES:-0}
+[[ $spare =~ ^[0-9]+$ ]] || die "SPARE_NODES=$spare: give a whole number"
+mapfile -t nodes < <(scontrol show hostnames "$SLURM_JOB_NODELIST")
+need=$((${#nodes[@]} - spare))
+[ "$need" -ge 1 ] || die "SPARE_NODES=$spare leaves no node of the ${#nodes[@]} to train on"
+if [ "$spare" -gt 0 ] && [ -z "${SLURM_NTASKS_PER_NODE:-}" ]; then
+  die "SPARE_NODES needs --ntasks-per-node (the tasks of each node that trains)"
+fi
 mkdir -p "$repo/slurm/logs"
-export PIPELINE_ENDINGS_FILE=$repo/slurm/logs/$SLURM_JOB_NAME-$SLURM_JOB_ID.endings
+endings=$repo/slurm/logs/$SLURM_JOB_NAME-$SLURM_JOB_ID.endings
+export PIPELINE_ENDINGS_DIR=$endings
+excluded=""
 attempt=0
 while true; do
-  rm -f "$PIPELINE_ENDINGS_FILE"
-  status=0
-  srun --kill-on-bad-exit=1 "$PYTHON" -m pipeline.train --config "$config" "$@" || status=$?
-  endings=$(cut -d' ' -f2 "$PIPELINE_ENDINGS_FILE" 2>/dev/null | sort -u | tr '\n' ' ')
-  rm -f "$PIPELINE_ENDINGS_FILE"
-  [ "$status" -eq 0 ] && exit 0
-  case " $endings" in
-    *" preempted "*) exit 75 ;;
-    *" interrupted "*) exit 130 ;;
-    *" failed "* | *" diverged "*) [ "$status" -le 2 ] && exit "$status"; exit 1 ;;
-  esac
-  if [ "$attempt" -ge "$max_restarts" ]; then
-    echo "train_64gpu.sh: giving up: the step crashed (status $status) after $attempt" \
-      "restarts in this job (MAX_RESTARTS=$max_restarts); see the ranks' logs above" >&2
-    exit "$status"
+  rm -rf "$endings" && mkdir -p "$endings"
+  placement=()
+  if [ "$spare" -gt 0 ]; then
+    placement=(--nodes="$need" --ntasks=$((need * tasks)) ${excluded:+--exclude="$excluded"})
   fi
+  status=0
+  srun --kill-on-bad-exit=1 "${placement[@]}" "$PYTHON" -m pipeline.train --config "$config" "$@" || status=$?
+  [ "$status" -eq 0 ] && { rm -rf "$endings"; exit 0; }
+  IFS=, read -ra out <<<"$excluded"
+  left=$((spare - ${#out[@]}))
+  read -r action value hosts < <("$PYTHON" -m pipeline.triage --endings "$endings" \
+    --status "$status" --attempt "$attempt" --spare "$left" --config "$config" "$@" || true) || true
+  rm -rf "$endings"
+  case ${action:-} in
+    stop) exit "$value" ;;
+    restart) ;;
+    exclude) excluded=${excluded:+$excluded,}$hosts ;;
+    *) echo "train_64gpu.sh: pipeline.triage gave no decision; stopping" >&2; exit "$status" ;;
+  esac
   attempt=$((attempt + 1))
-  pause=$((attempt * ${RESTART_PAUSE_S:-10}))
-  echo "train_64gpu.sh: the step crashed (status $status${endings:+; ranks: $endings}):" \
-    "restart $attempt of $max_restarts in ${pause}s, from the newest checkpoint" >&2
-  sleep "$pause"
+  sleep "$value"
 done

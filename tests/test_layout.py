@@ -19,7 +19,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("pipeline", "data_prep")
-COMMANDS = ("train", "evaluate", "report", "upload", "preflight", "demo")
+COMMANDS = ("train", "evaluate", "report", "upload", "preflight", "demo", "triage")
 # Old spellings of moved commands: each only forwards to the new one, importing nothing.
 MOVED = {"pipeline.monitor.upload": "pipeline.upload"}
 FLOORS = (

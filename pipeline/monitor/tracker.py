@@ -17,6 +17,10 @@ hits its "steps must increase" rule), and `epoch` or `images_seen` can be chosen
 x-axis, which compares runs of different world sizes. Rows W&B already received before a
 crash (history.rewind) are not sent again, so every step is there once.
 
+A start after failures (failures.jsonl, written by slurm/train_64gpu.sh) raises an alert
+for each one since the previous start and keeps their count in the W&B summary
+(`failures`).
+
 The API key comes from WANDB_API_KEY or the user's netrc (`wandb login`), never from the
 config, and nothing the run writes holds it (tests/monitor/test_wandb_run.py checks).
 """
@@ -31,8 +35,9 @@ from typing import Any
 
 from pipeline.config import LogConfig
 from pipeline.dist.group import DistEnv
+from pipeline.dist.recovery import read_failures
 from pipeline.monitor.alerts import Alert
-from pipeline.monitor.history import Logged, rewind
+from pipeline.monitor.history import Logged, read_rows, rewind
 
 log = logging.getLogger(__name__)
 X_AXES = ("step", "epoch", "images_seen")
@@ -61,6 +66,8 @@ class Tracker:
         self.logged = rewind(path, images_seen, validated)
         self.metrics = open(path, "a")
         self.session = session
+        before = read_rows(self.run_dir / "starts.jsonl")
+        failures = read_failures(self.run_dir)
         with open(self.run_dir / "starts.jsonl", "a") as f:
             f.write(json.dumps({"session": session, "step": step, "images_seen": images_seen,
                                 "time": time.time(), **start,
@@ -68,6 +75,10 @@ class Tracker:
         if self.wandb is not None:
             self.wandb.config.update({"derived": derived, "start": start},
                                      allow_val_change=True)
+            self.wandb.summary["failures"] = len(failures)
+        since = before[-1]["time"] if before else 0.0
+        for failure in (f for f in failures if f["time"] > since):
+            self.alert(Alert("rank failure", f"job {failure['job']}: {failure['why']}"))
 
     def log(self, record: dict[str, Any]) -> None:
         if not self.active:

@@ -4,8 +4,9 @@
     run.series("step", "val/top1")                     # ([25, 50, ...], [0.41, 0.52, ...])
     runs = load_runs([path, ...])                      # labelled apart when names repeat
 
-Only what the trainer writes is read: metrics.jsonl (train and val rows), starts.jsonl,
-metrics.dropped.jsonl, config.yaml (`name`) and derived.json (world size, global batch).
+Only what the trainer and the job script write is read: metrics.jsonl (train and val
+rows), starts.jsonl, metrics.dropped.jsonl, failures.jsonl, config.yaml (`name`) and
+derived.json (world size, global batch).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from pipeline.dist.recovery import FAILURES
 from pipeline.monitor.history import DROPPED, kind, read_rows
 
 
@@ -33,6 +35,7 @@ class Run:
     rows: list[dict]  # metrics.jsonl: train and val rows in logged order
     starts: list[dict]  # starts.jsonl: one per start of the job
     dropped: list[dict] = field(default_factory=list)  # metrics.dropped.jsonl
+    failures: list[dict] = field(default_factory=list)  # failures.jsonl (the job script's)
 
     @property
     def train(self) -> list[dict]:
@@ -123,7 +126,7 @@ def load_run(path: Path) -> Run:
         raise ReportError(f"{metrics} has no rows yet: the first is written at step "
                           "log.every_steps; run the report again after it")
     return Run(path, _name(path), _read_json(path / "derived.json"), rows,
-               _starts(path, rows), dropped)
+               _starts(path, rows), dropped, read_rows(path / FAILURES))
 
 
 def load_runs(paths: Sequence[Path]) -> list[Run]:

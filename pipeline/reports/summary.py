@@ -14,11 +14,14 @@ and for every session: redone = time of its last dropped row - time of its last 
   kept before the first dropped one (its start time if none was kept): steps trained
   after the last checkpoint, lost in the crash and trained again.
 The loss is the sum of both; it equals, over s >= 1, start(s) - the last kept row of s-1.
+A failure (failures.jsonl) costs the time from the last row still kept before it (or
+the start it happened in) to the first start after it.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +54,38 @@ def restart_time(run: Run) -> Restarts:
             logged = [r["time"] for r in run.rows + run.dropped if r["session"] == session - 1]
             downtime += starts[session] - max(logged, default=starts[session - 1])
     return Restarts(downtime, redone)
+
+
+def failure_lost_s(run: Run, fault: float) -> float | None:
+    """From the last row still kept before the fault (or the start it happened in) to the
+    next start: the steps redone and the time the job was down; None when none followed."""
+    after = [s["time"] for s in run.starts if s["time"] > fault]
+    if not after:
+        return None
+    anchor = max([r["time"] for r in run.rows if r["time"] <= fault]
+                 + [s["time"] for s in run.starts if s["time"] <= fault], default=fault)
+    return min(after) - anchor
+
+
+def failure_rows(run: Run) -> list[list[str]]:
+    """One row per failure: when, step, who, status, what was done, the time it cost
+    (failure_lost_s; "-" when no start followed, or a later failure came first)."""
+    rows = []
+    for i, f in enumerate(run.failures):
+        fault = f.get("first_ending") or f["time"]
+        lost = failure_lost_s(run, fault)
+        later = run.failures[i + 1]["time"] if i + 1 < len(run.failures) else math.inf
+        if lost is not None and min(s["time"] for s in run.starts if s["time"] > fault) > later:
+            lost = None  # the next failure came before any start: the loss is counted there
+        culprits = f.get("culprits") or []
+        who = "; ".join(f"rank {c['rank']} on {c['host']}: {c['what']}" for c in culprits[:2])
+        who = (who + (f"; {len(culprits) - 2} more" if len(culprits) > 2 else "")
+               or "no rank to blame: every rank saw a peer fail")
+        status = str(f.get("status")) + (f" ({f['signal']})" if f.get("signal") else "")
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(f.get("first_ending") or f["time"]))
+        rows.append([run.label, when, str(f.get("step") or "-"), who, status, f["action"],
+                     "-" if lost is None else duration(lost)])
+    return rows
 
 
 @dataclass(frozen=True)
@@ -134,7 +169,28 @@ the mean of the train rows' images_per_s. Top-1 values are the val rows' val/top
 """
 
 
-def write_summary(summaries: Sequence[Summary], targets: Sequence[float], out: Path) -> Path:
+FAILURES_NOTES = """
+From failures.jsonl, written by slurm/train_64gpu.sh after every failed step: when the
+first rank ended, the last step a rank reported, the ranks that caused it (died without
+a word, failed by themselves or froze; not the ranks that only saw a peer fail), srun's
+status, what the job did (restart, exclude: restart without that node, stop), and the
+time it cost: from the last row still kept before it (steps after it were trained again)
+or the start it happened in, to the next start.
+"""
+
+
+def failures_table(rows: Sequence[list[str]]) -> str:
+    head = ["run", "when (UTC)", "step", "caused by", "status", "action", "time lost"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(cell.replace("|", "/") for cell in r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_summary(summaries: Sequence[Summary], targets: Sequence[float], out: Path,
+                  failures: Sequence[list[str]] = ()) -> Path:
     path = out / "summary.md"
-    path.write_text("# Run summary\n\n" + summary_table(summaries, targets) + NOTES)
+    text = "# Run summary\n\n" + summary_table(summaries, targets) + NOTES
+    if failures:
+        text += "\n## Failures\n\n" + failures_table(failures) + FAILURES_NOTES
+    path.write_text(text)
     return path

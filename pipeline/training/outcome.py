@@ -33,6 +33,8 @@ class Outcome:
     requeued: bool = False  # SLURM will run the job again and it resumes
     step: int = 0  # optimizer steps done when it ended (0 when it never started)
     validation: dict = field(default_factory=dict)  # the last val metrics, with "step"
+    cause: str | None = None  # of a crash: own | peer | rendezvous | frozen (dist/endings.py)
+    error: str = ""  # the first line of the error that ended it, if one did
 
     @classmethod
     def of(cls, ending: str, **known) -> Outcome:

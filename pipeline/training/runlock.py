@@ -1,7 +1,7 @@
 """One live writer per run folder: runs/<name>/lock.json names the process that holds it.
 
     with hold_run(cfg.run_dir, env):        # collective; RunLocked on every rank if taken
-        Trainer(cfg, env, signals).fit()
+        Trainer(cfg, env, signals, watchdog).fit()
 
 A second start of a live run would delete its in-progress checkpoint and append to its
 logs. Rank 0 creates the lock file exclusively and removes it at the end. A lock whose

@@ -1,25 +1,28 @@
 """The training loop: epochs of optimizer steps, validation, checkpoints and resume.
 
-    ending = Trainer(cfg, env, signals).fit()   # "done", "preempted" or "interrupted"
+    ending = Trainer(cfg, env, signals, watchdog).fit()   # "done", "preempted", "interrupted"
     trainer.last_validation                     # the last val metrics, with their step
 
-The parts come from assembly.assemble; this module only runs them.
+The parts come from assembly.assemble; this module only runs them. The watchdog
+(pipeline/dist/watchdog.py) hears of every step, save and validation.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import replace
 from pathlib import Path
 
-from data_prep.manifest import shards_identity
+from data_prep.manifest import load_split, shards_identity
 from pipeline.config import Config, to_dict, to_yaml
 from pipeline.data import build_train_loader
 from pipeline.data.epochs import derive_seed
 from pipeline.dist.environment import node_name
 from pipeline.dist.group import DistEnv
 from pipeline.dist.signals import StopSignals
+from pipeline.dist.watchdog import Watchdog
 from pipeline.monitor.alerts import AlertRules, diverged
 from pipeline.monitor.meter import StepMeter, gather_hosts
 from pipeline.monitor.progress import ProgressClock
@@ -41,8 +44,8 @@ log = logging.getLogger("pipeline.train")
 
 
 class Trainer:
-    def __init__(self, cfg: Config, env: DistEnv, signals: StopSignals):
-        self.cfg, self.env = cfg, env
+    def __init__(self, cfg: Config, env: DistEnv, signals: StopSignals, watchdog: Watchdog):
+        self.cfg, self.env, self.watchdog = cfg, env, watchdog
         self.run_dir = prepare_run_dir(cfg.run_dir, env)
         self.checkpoints = Checkpointer(self.run_dir, cfg.checkpoint, env)
         saved = self.find_saved()  # before the slow build: a refused resume ends here
@@ -66,6 +69,11 @@ class Trainer:
         self.data, self.train_loader, self.val_loader = parts.data, parts.train, parts.val
         self.run, self.engine = parts.run, parts.engine
         self.shards = shards_identity(Path(self.data.shards))  # saved; a resume compares it
+        val = load_split(Path(self.data.shards), "val").num_samples
+        self.rank_images = (self.run.global_batch // self.env.world_size,  # a step's
+                            math.ceil(val / self.env.world_size)  # validation's
+                            + self.run.precise_bn_batches * self.run.per_gpu_batch)
+        log.info("%s", self.watchdog.timeouts.describe())
         self.state = self.resume(*saved) if saved else self.start()
         if not self.complete():  # a start with nothing to do leaves the folder as it is
             record_derived(self.run_dir, self.run, self.env)  # once the resume worked
@@ -154,6 +162,7 @@ class Trainer:
             meter.add_step(engine.step(measure_norm=log_due))
             state.step += 1
             state.images_seen += run.global_batch
+            self.watchdog.stepped(self.rank_images[0])
             verdict = self.stop.poll(state.step, step_loss)
             self.raise_if_diverged(verdict.bad_step)
             if log_due:
@@ -200,6 +209,10 @@ class Trainer:
             self.tracker.image("samples/train", path, step, self.state.images_seen)
 
     def validate(self) -> float:
+        with self.watchdog.phase("validation", images=self.rank_images[1]):
+            return self._validate()
+
+    def _validate(self) -> float:
         amp_dtype = self.run.autocast_dtype
         if self.run.precise_bn_batches:
             recompute_bn_statistics(self.engine.module, self.precise_bn_batches(),
@@ -237,8 +250,9 @@ class Trainer:
         self.raise_if_diverged(self.stop.settle().bad_step)  # never checkpoint a NaN
         extra = {"config": to_yaml(self.cfg), "derived": self.run.as_dict(),
                  "shards": self.shards}
-        self.last_checkpoint = self.checkpoints.save(self.engine, self.train_loader,
-                                                     self.state, extra, top1)
+        with self.watchdog.phase("save"):
+            self.last_checkpoint = self.checkpoints.save(self.engine, self.train_loader,
+                                                         self.state, extra, top1)
         seconds = time.perf_counter() - started
         log.info("checkpoint %s (%.1f s)", self.last_checkpoint, seconds)
         return seconds

@@ -59,7 +59,10 @@ def test_a_reused_pid_is_not_the_holder(other_process, tmp_path):
 
 
 def test_a_requeued_job_takes_over_from_its_earlier_run_only(tmp_path, monkeypatch):
-    monkeypatch.setenv("SLURM_CONF", str(tmp_path / "none.conf"))  # SLURM cannot answer
+    # SLURM cannot answer: scontrol fails at once on an empty config (a missing one it
+    # retries for 60 s)
+    (tmp_path / "empty.conf").write_text("")
+    monkeypatch.setenv("SLURM_CONF", str(tmp_path / "empty.conf"))
     elsewhere = replace(Holder.this_process("77", restart=0), host="node9", pid=1)
     write_lock(tmp_path, elsewhere)
     with pytest.raises(RunLocked):  # the same job and restart: another step, maybe live

@@ -1,13 +1,17 @@
 """A stop signal is acted on at the next step boundary whatever the save cadence, before any
-evaluation; a checkpoint save is not training time (checkpoint_s, not a throughput drop)."""
+evaluation; a checkpoint save is not training time (checkpoint_s, not a throughput drop);
+a save that never returns is ended by the watchdog."""
 
 from __future__ import annotations
+
+import re
 
 import pytest
 from run_helpers import checkpoints, launch
 
+from pipeline.dist.endings import read_endings
 from pipeline.monitor.history import read_rows
-from pipeline.training.outcome import REQUEUE_EXIT_CODE
+from pipeline.training.outcome import CRASH_EXIT_CODE, REQUEUE_EXIT_CODE
 
 # Runs pipeline.train; SIGUSR1 is raised by the process itself while step AT+1 is set up,
 # so the ranks' flags carry it from step AT+1 on.
@@ -91,3 +95,26 @@ def test_checkpoint_time_is_logged_apart_and_not_counted_as_training(sample_shar
     for row in rows[1:]:
         assert row["checkpoint_s"] >= 4.0
         assert row["step_time_s"] < 0.8, row  # with the save it would be over 0.8
+
+
+def test_a_save_that_never_returns_ends_the_rank_as_frozen(sample_shards, tmp_path):
+    """A checkpoint write on a hung file system: the watchdog (save timeout: at least
+    dist.timeout_s + min(60, timeout_s) = 4 s here) ends the rank with the crash status,
+    every thread's stack, and the ending the job script reads."""
+    endings = tmp_path / "endings"
+    endings.mkdir()
+    args = [*base(sample_shards, tmp_path), "schedule.epochs=0.8", "eval.every_epochs=0",
+            "checkpoint.every_steps=5", "dist.timeout_s=2", "dist.save_timeout_s=1"]
+    job = launch(args, 1, tmp_path / "logs", {"SLOW_SAVE_S": "3600",
+                                              "PIPELINE_ENDINGS_DIR": str(endings)},
+                 entry=("-c", SLOW_SAVES))
+    assert job.wait(timeout=120) == [CRASH_EXIT_CODE], job.text()
+    text = job.text()
+    assert re.search(r"frozen: save has taken [45] s, past its watchdog timeout of 4 s "
+                     r"\(dist\.\*_timeout_s\); the stacks of this rank's threads follow "
+                     r"\(after step 5\)", text), text
+    assert "watchdog: start-up 1800 s, step 300 s or 10x the slowest step, save 4 s" in text
+    assert 'line 7 in slow_save' in text  # the main thread's stack, where it hangs
+    [ending] = read_endings(endings)
+    assert (ending.ending, ending.cause, ending.step) == ("crashed", "frozen", 5)
+    assert ending.error.startswith("frozen: save has taken")
