@@ -2,7 +2,7 @@
 
     python bench/train_throughput.py [--device cpu|cuda] [--size 224] [--batch 128]
                                      [--steps 50] [--autocast bfloat16] [--engine ddp]
-                                     [--workers 4] [--rounds 3]
+                                     [--workers 4] [--rounds 3] [--json OUT.json]
 
 Builds the trainer's parts with the trainer's own assembly (one rank: config, DALI
 train loader, BN-Inception with the synchronized-BN conversion, the DDP or DeepSpeed
@@ -17,6 +17,7 @@ cuda it also prints peak GPU memory.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import tempfile
 import time
@@ -71,6 +72,7 @@ def main() -> None:
     p.add_argument("--engine", default="ddp", choices=["ddp", "deepspeed"])
     p.add_argument("--workers", type=int, default=4, help="DALI threads")
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds; medians")
+    p.add_argument("--json", type=Path, help="write the figures here too")
     args = p.parse_args()
     gpu = args.device == "cuda"
     size, batch = args.size or (224 if gpu else 128), args.batch or (128 if gpu else 16)
@@ -108,8 +110,14 @@ def main() -> None:
         print(f"  {label}".ljust(36) + f"{rates[name]:9.1f} img/s")
     print(f"shards / synthetic: {rates['shards'] / rates['synthetic']:.2f}x "
           "(target >= 0.95 on a GPU)")
+    peak = torch.cuda.max_memory_allocated(env.device) / 2**30 if gpu else None
     if gpu:
-        print(f"peak GPU memory: {torch.cuda.max_memory_allocated(env.device) / 2**30:.2f} GiB")
+        print(f"peak GPU memory: {peak:.2f} GiB")
+    if args.json:
+        args.json.write_text(json.dumps({
+            "device": args.device, "size": size, "batch": batch, "autocast": autocast,
+            "synthetic": rates["synthetic"], "shards": rates["shards"],
+            "ratio": rates["shards"] / rates["synthetic"], "peak_gib": peak}, indent=1))
 
 
 if __name__ == "__main__":

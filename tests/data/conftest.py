@@ -6,18 +6,13 @@ import shutil
 from pathlib import Path
 
 import pytest
-from loader_helpers import TREE, ramp_jpeg, shard
-
-from data_prep import sample
+from loader_helpers import ramp_shards
 
 
 @pytest.fixture(scope="session")
 def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """50 train samples in 7 shards of 8 (the last holds 2), 15 val samples in 2 shards."""
-    root = tmp_path_factory.mktemp("ramps")
-    sample.generate(root / "source", **TREE, image=ramp_jpeg)
-    shard(root / "source", root / "shards")
-    return root / "shards"
+    return ramp_shards(tmp_path_factory.mktemp("ramps"))
 
 
 @pytest.fixture

@@ -48,6 +48,14 @@ def stripes_jpeg(side: int) -> bytes:
     return out.getvalue()
 
 
+def ramp_shards(root: Path) -> Path:
+    """50 train samples in 7 shards of 8 (the last holds 2), 15 val samples in 2 shards."""
+    from data_prep import sample
+    sample.generate(root / "source", **TREE, image=ramp_jpeg)
+    shard(root / "source", root / "shards")
+    return root / "shards"
+
+
 def shard(source: Path, out: Path, shard_size: int = 8) -> None:
     command = [sys.executable, str(REPO / "data_prep" / "shard.py"), "--source", str(source),
                "--out", str(out), "--shard-size", str(shard_size), "--workers", "1"]
