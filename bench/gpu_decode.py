@@ -16,24 +16,15 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import torch
-from loader_throughput import REPO, epoch_rate
+from loader_throughput import epoch_rate, shard
 from photos import photo_tree
 
 from pipeline.config import DataConfig
 from pipeline.data import build_train_loader
-
-
-def shard(root: Path, out: Path, resize_shorter: int | None) -> None:
-    command = [sys.executable, str(REPO / "data_prep" / "shard.py"), "--source", str(root),
-               "--out", str(out), "--shard-size", "250", "--workers", "2",
-               *(["--resize-shorter", str(resize_shorter)] if resize_shorter else [])]
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def main() -> None:

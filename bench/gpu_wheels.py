@@ -54,8 +54,13 @@ def _target(python: str = "3.12") -> list[str]:
             *(a for p in PLATFORMS for a in ("--platform", p))]
 
 
+def _canonical(name: str) -> str:
+    """A project name as PyPI compares them (PEP 503)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
 def _project(wheel: Path) -> str:
-    return re.sub(r"[-_.]+", "-", wheel.name.split("-")[0]).lower()
+    return _canonical(wheel.name.split("-")[0])
 
 
 def download(folder: Path) -> None:
@@ -125,7 +130,7 @@ def _requirements(folder: Path) -> set[str]:
                 if line.startswith("Requires-Dist:"):
                     req = Requirement(line.split(":", 1)[1].strip())
                     if req.marker is None or req.marker.evaluate(machine):
-                        found.add(re.sub(r"[-_.]+", "-", req.name).lower())
+                        found.add(_canonical(req.name))
     return found
 
 

@@ -36,9 +36,10 @@ REPO = Path(__file__).resolve().parents[1]
 BACKENDS = ("dali", "webdataset")
 
 
-def shard(root: Path, out: Path) -> None:
+def shard(root: Path, out: Path, resize_shorter: int | None = None) -> None:
     command = [sys.executable, str(REPO / "data_prep" / "shard.py"), "--source", str(root),
-               "--out", str(out), "--shard-size", "250", "--workers", "2"]
+               "--out", str(out), "--shard-size", "250", "--workers", "2",
+               *(["--resize-shorter", str(resize_shorter)] if resize_shorter else [])]
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

@@ -1,7 +1,7 @@
 """After a training step of a SLURM job ended badly: restart it, stop the job, or restart
 it without a node; and the record of every failure in the run folder (failures.jsonl).
 
-    step = StepEnd(read_endings(folder), status=143, hosts=("node1", "node2"))
+    step = StepEnd(read_endings(folder), status=143)
     decision = decide(step, Budget(attempt=0, max_restarts=3, pause_s=10, spare=1),
                       previous=last_failure(run_dir, job_id))
     append_failure(run_dir, failure_record(step, decision, job_id, requeue))
@@ -18,6 +18,7 @@ job's ExcNodeList (verified on 22.05), so a requeue cannot leave a node out by i
 from __future__ import annotations
 
 import json
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,15 +26,12 @@ from pathlib import Path
 from pipeline.dist.endings import RankEnding
 
 FAILURES = "failures.jsonl"
-RETRIED = {"crashed"}  # endings that another start may well fix
-SIGNALS = {9: "SIGKILL", 6: "SIGABRT", 11: "SIGSEGV", 7: "SIGBUS", 15: "SIGTERM"}
 
 
 @dataclass(frozen=True)
 class StepEnd:
     ranks: list[RankEnding]  # every task's record (endings.read_endings)
     status: int  # srun's exit status
-    hosts: tuple[str, ...] = ()  # the nodes the step ran on
 
     @property
     def endings(self) -> set[str]:
@@ -48,7 +46,7 @@ class StepEnd:
         """The hosts of the ranks that caused the failure; none when every host of the
         step had one (a fault of the job, not of a node)."""
         hosts = {r.host for r in self.culprits}
-        every = set(self.hosts) or {r.host for r in self.ranks}
+        every = {r.host for r in self.ranks}
         return set() if len(every) > 1 and hosts >= every else hosts
 
 
@@ -130,13 +128,21 @@ def failure_record(step: StepEnd, decision: Decision, job: str, requeue: int) ->
     """One line of failures.jsonl."""
     ended = [r.time for r in step.ranks if r.time is not None]
     return {"time": time.time(), "job": job, "requeue": requeue, "status": step.status,
-            "signal": SIGNALS.get(step.status - 128) if step.status > 128 else None,
+            "signal": _signal_name(step.status),
             "first_ending": min(ended) if ended else None,
             "step": max((r.step for r in step.ranks if r.step), default=None),
             "culprits": [{"rank": r.rank, "host": r.host, "what": _what(r)}
                          for r in step.culprits],
             "culprit_hosts": sorted(step.culprit_hosts), "ranks": len(step.ranks),
             "action": decision.action, "why": decision.why}
+
+
+def _signal_name(status: int) -> str | None:
+    """SIGTERM for 143: the shell's 128 + the signal that ended srun's tasks."""
+    try:
+        return signal.Signals(status - 128).name if status > 128 else None
+    except ValueError:
+        return None
 
 
 def last_failure(run_dir: Path, job: str) -> dict | None:

@@ -56,11 +56,12 @@ def restart_time(run: Run) -> Restarts:
     return Restarts(downtime, redone)
 
 
-def failure_lost_s(run: Run, fault: float) -> float | None:
+def failure_lost_s(run: Run, fault: float, until: float = math.inf) -> float | None:
     """From the last row still kept before the fault (or the start it happened in) to the
-    next start: the steps redone and the time the job was down; None when none followed."""
+    next start: the steps redone and the time the job was down; None when no start
+    followed before `until` (the next failure's time, which then counts the loss)."""
     after = [s["time"] for s in run.starts if s["time"] > fault]
-    if not after:
+    if not after or min(after) > until:
         return None
     anchor = max([r["time"] for r in run.rows if r["time"] <= fault]
                  + [s["time"] for s in run.starts if s["time"] <= fault], default=fault)
@@ -73,16 +74,14 @@ def failure_rows(run: Run) -> list[list[str]]:
     rows = []
     for i, f in enumerate(run.failures):
         fault = f.get("first_ending") or f["time"]
-        lost = failure_lost_s(run, fault)
         later = run.failures[i + 1]["time"] if i + 1 < len(run.failures) else math.inf
-        if lost is not None and min(s["time"] for s in run.starts if s["time"] > fault) > later:
-            lost = None  # the next failure came before any start: the loss is counted there
+        lost = failure_lost_s(run, fault, until=later)
         culprits = f.get("culprits") or []
         who = "; ".join(f"rank {c['rank']} on {c['host']}: {c['what']}" for c in culprits[:2])
         who = (who + (f"; {len(culprits) - 2} more" if len(culprits) > 2 else "")
                or "no rank to blame: every rank saw a peer fail")
         status = str(f.get("status")) + (f" ({f['signal']})" if f.get("signal") else "")
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(f.get("first_ending") or f["time"]))
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(fault))
         rows.append([run.label, when, str(f.get("step") or "-"), who, status, f["action"],
                      "-" if lost is None else duration(lost)])
     return rows

@@ -84,6 +84,19 @@ def epoch(loader) -> list[tuple[torch.Tensor, torch.Tensor, list[str]]]:
     return [(images, labels, list(loader.last_keys)) for images, labels in loader]
 
 
+def stopped_after(cfg: DataConfig, batches: int, rank: int, world: int,
+                  device: torch.device) -> dict:
+    """The state a run saves after training on `batches` batches, through JSON."""
+    from pipeline.data import build_train_loader
+    loader = build_train_loader(cfg, rank, world, device)
+    iterator = iter(loader)
+    for _ in range(batches):
+        next(iterator)
+        if loader.iteration == loader.batches_per_epoch:  # a new epoch needs a new iter()
+            iterator = iter(loader)
+    return json.loads(json.dumps(loader.state_dict()))
+
+
 def pixels(images: torch.Tensor, cfg: DataConfig) -> torch.Tensor:
     """Back to 0-255 RGB, NCHW float32."""
     mean = torch.tensor(cfg.mean).view(1, 3, 1, 1) * 255

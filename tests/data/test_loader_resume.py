@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 from loader_helpers import config, epoch
+from loader_helpers import stopped_after as helpers_stopped_after
 
 from pipeline.data import build_train_loader
 
@@ -21,14 +20,7 @@ def reference(cfg) -> list:
 
 
 def stopped_after(cfg, batches: int) -> dict:
-    """The state a run saves after training on `batches` batches, through JSON."""
-    loader = build_train_loader(cfg, RANK, WORLD, CPU)
-    iterator = iter(loader)
-    for _ in range(batches):
-        next(iterator)
-        if loader.iteration == loader.batches_per_epoch:  # a new epoch needs a new iter()
-            iterator = iter(loader)
-    return json.loads(json.dumps(loader.state_dict()))
+    return helpers_stopped_after(cfg, batches, RANK, WORLD, CPU)
 
 
 def assert_same(got: list, expected: list) -> None:

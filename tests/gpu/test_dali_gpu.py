@@ -4,11 +4,9 @@ mid-epoch resume with the pipeline on the device."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
-from loader_helpers import BATCH, config, epoch, pixels, samples
+from loader_helpers import BATCH, config, epoch, pixels, samples, stopped_after
 
 from pipeline.data import build_train_loader, build_val_loader
 
@@ -56,13 +54,7 @@ def test_a_mid_epoch_resume_on_the_device_gives_the_same_batches(device, shards,
     cfg = config(shards, backend="dali", num_workers=2, color_jitter=0.2)
     reference = build_train_loader(cfg, 1, 2, device)
     expected = epoch(reference) + epoch(reference)
-    loader = build_train_loader(cfg, 1, 2, device)
-    iterator = iter(loader)
-    for _ in range(stop):
-        next(iterator)
-        if loader.iteration == loader.batches_per_epoch:
-            iterator = iter(loader)
-    state = json.loads(json.dumps(loader.state_dict()))
+    state = stopped_after(cfg, stop, 1, 2, device)
     resumed = build_train_loader(cfg, 1, 2, device)
     resumed.load_state_dict(state)
     resumed.set_epoch(state["epoch"])
